@@ -1,0 +1,32 @@
+"""Shared fixtures: tiny BraTS-layout folders, written exactly as the real releases name them."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import pytest  # noqa: E402
+
+from tests.helpers import TINY_SHAPE, blob_case, write_case  # noqa: E402
+
+
+@pytest.fixture
+def blob_dataset(tmp_path) -> Path:
+    """Three hand-made BraTS 2020 cases (fast to write, easy to corrupt)."""
+    root = tmp_path / "brats2020"
+    for k in range(1, 4):
+        images, label = blob_case(seed=k)
+        write_case(root, f"BraTS20_Training_{k:03d}", images, label)
+    return root
+
+
+@pytest.fixture(scope="session")
+def synthetic_brats(tmp_path_factory) -> Path:
+    """Six tiny synthetic BraTS 2020 cases from the project's synthesizer (written once per session)."""
+    from brats_keras.data.synthetic import write_dataset
+
+    root = tmp_path_factory.mktemp("synthetic") / "brats2020"
+    write_dataset(root, dataset="brats2020", cases=6, seed=3, shape=TINY_SHAPE, progress=False)
+    return root

@@ -1,0 +1,43 @@
+"""Helpers for tests: write tiny volumes in the exact BraTS file layout."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from brats_keras.data.layout import BRATS_AFFINE, MODALITIES
+
+TINY_SHAPE = (48, 48, 40)
+
+
+def save_nifti(path: Path, array: np.ndarray) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img = nib.Nifti1Image(array, BRATS_AFFINE)
+    img.set_qform(BRATS_AFFINE, code=1)
+    img.set_sform(BRATS_AFFINE, code=1)
+    nib.save(img, str(path))
+    return path
+
+
+def blob_case(shape=TINY_SHAPE, seed=0) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Hand-made arrays: a brain-like box with a 3-region tumour (labels 1, 2, 4)."""
+    rng = np.random.default_rng(seed)
+    images = {m: (rng.random(shape) * 500 + 100 * (i + 1)).astype(np.int16) for i, m in enumerate(MODALITIES)}
+    label = np.zeros(shape, np.uint8)
+    cx, cy, cz = (s // 2 for s in shape)
+    label[cx - 8 : cx + 8, cy - 8 : cy + 8, cz - 6 : cz + 6] = 2
+    label[cx - 5 : cx + 5, cy - 5 : cy + 5, cz - 4 : cz + 4] = 4
+    label[cx - 2 : cx + 2, cy - 2 : cy + 2, cz - 2 : cz + 2] = 1
+    return images, label
+
+
+def write_case(root: Path, case_id: str, images: dict, label: np.ndarray | None, *, suffix=".nii.gz",
+               label_name: str | None = None) -> Path:
+    folder = Path(root) / case_id
+    for modality, array in images.items():
+        save_nifti(folder / f"{case_id}_{modality}{suffix}", array)
+    if label is not None:
+        save_nifti(folder / (label_name or f"{case_id}_seg{suffix}"), label)
+    return folder
