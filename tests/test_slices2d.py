@@ -132,6 +132,7 @@ def slice_index(synthetic_brats, tmp_path):
 
 def test_index_gather(slice_index):
     assert len(slice_index) == 60
+    assert all(isinstance(a, np.memmap) for a in slice_index._x + slice_index._y)  # never all in RAM
     x, y = slice_index.gather(np.array([0, 31, 59]))
     np.testing.assert_array_equal(x[1], np.load(slice_index.entries[1].x_path)[1])
     np.testing.assert_array_equal(y[2], np.load(slice_index.entries[1].y_path)[29])

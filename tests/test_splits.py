@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from brats_keras.data.splits import load_split, save_split, split_cases
+from brats_keras.data.splits import PAPER1_SPLIT, PAPER2_SPLIT, load_split, save_split, split_cases
 
 IDS = [f"BraTS20_Training_{k:03d}" for k in range(1, 370)]
 
 
 def test_paper1_split_is_disjoint_complete_and_sized():
-    split = split_cases(IDS, test_fraction=0.2, val_fraction=0.15, seed=42)
+    split = split_cases(IDS, **PAPER1_SPLIT, seed=42)
     sets = [set(split[k]) for k in ("train", "val", "test")]
     assert sum(len(s) for s in sets) == len(IDS) and set().union(*sets) == set(IDS)
     assert not (sets[0] & sets[1] or sets[0] & sets[2] or sets[1] & sets[2])
@@ -18,7 +18,7 @@ def test_paper1_split_is_disjoint_complete_and_sized():
 
 
 def test_paper2_split_75_25():
-    split = split_cases(IDS[:344], test_fraction=0.0, val_fraction=0.25, seed=0)
+    split = split_cases(IDS[:344], **PAPER2_SPLIT, seed=0)
     assert (len(split["train"]), len(split["val"]), len(split["test"])) == (258, 86, 0)
 
 

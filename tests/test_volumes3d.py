@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 from sklearn.preprocessing import MinMaxScaler
 
-from brats_keras.data.brats import discover_cases
 from brats_keras.data.pipeline import make_dataset
 from brats_keras.data.volumes3d import (
     Preprocess3DSettings,

@@ -16,6 +16,11 @@ from brats_keras.io_utils import atomic_write_json
 
 SPLIT_NAMES = ("train", "val", "test")
 
+PAPER1_SPLIT = {"test_fraction": 0.20, "val_fraction": 0.15}
+"""Paper 1: 80 % train+val / 20 % test by patient, 15 % of train+val for validation."""
+PAPER2_SPLIT = {"test_fraction": 0.0, "val_fraction": 0.25}
+"""Paper 2: 75:25 train/validation of the kept BraTS 2020 cases; the test cohort is BraTS 2021."""
+
 
 def split_cases(
     case_ids: Sequence[str], *, test_fraction: float = 0.2, val_fraction: float = 0.15, seed: int = 0

@@ -1,0 +1,290 @@
+"""Training callbacks: paper 3's "dwell" learning-rate callback, epoch-table recording, timing.
+
+The dwell callback (paper 3, ``002_1845296d8be7a3a0.txt`` §5; REPLICATION.md) follows the widely
+used Keras learning-rate callback the paper describes:
+
+* While the training accuracy is below ``threshold`` the callback monitors training accuracy,
+  afterwards validation loss.
+* An epoch that improves the monitored value records it, keeps that epoch's weights as the best
+  weights and resets both counters.
+* After ``patience`` consecutive epochs without improvement the learning rate is multiplied by
+  ``factor``; with ``dwell=True`` the model is also moved back to the best weights ("dwelling" at
+  the best point instead of continuing from a worse one).
+* After ``stop_patience`` consecutive reductions without improvement training stops.
+* At the end of training the best weights are restored.
+
+Every epoch prints one row: epoch, loss, accuracy, val loss, val accuracy, LR used, LR next,
+monitor, % improvement, duration. The rows are also kept in ``rows`` for reports.
+It uses only ``keras.ops``-free Keras APIs (``get_weights``/``set_weights``, the optimizer's
+learning-rate variable), so it runs under ``tf.distribute`` strategies and on other backends.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from typing import Any, TextIO
+
+import keras
+import numpy as np
+
+
+def get_learning_rate(model: keras.Model) -> float:
+    return float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
+
+
+def set_learning_rate(model: keras.Model, value: float) -> None:
+    lr = model.optimizer.learning_rate
+    if not hasattr(lr, "assign"):
+        raise ValueError(
+            "the optimizer's learning_rate is a schedule, not a variable; the dwell callback sets the "
+            "learning rate itself — compile with a float learning rate"
+        )
+    lr.assign(value)
+
+
+@keras.saving.register_keras_serializable(package="brats_keras")
+class DwellLearningRate(keras.callbacks.Callback):
+    """Reduce the learning rate on plateaus and, with ``dwell``, return to the best weights.
+
+    Args:
+        patience: epochs without improvement before the learning rate is multiplied by ``factor``.
+        stop_patience: consecutive reductions without improvement after which training stops.
+        threshold: training accuracy below which training accuracy is monitored; at or above it,
+            validation loss is monitored. ``0.0`` monitors validation loss from the first epoch.
+        factor: learning-rate multiplier, in (0, 1).
+        dwell: restore the best weights whenever the learning rate is reduced.
+        accuracy_key / loss_key / val_loss_key / val_accuracy_key: the log names to read
+            (e.g. ``dice_coef`` when a segmentation run tracks Dice instead of accuracy).
+        verbose: print the per-epoch table.
+    """
+
+    COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "next_lr", "monitor",
+               "improvement_pct", "duration_s")
+
+    def __init__(
+        self,
+        patience: int = 1,
+        stop_patience: int = 3,
+        threshold: float = 0.9,
+        factor: float = 0.5,
+        dwell: bool = True,
+        accuracy_key: str = "accuracy",
+        loss_key: str = "loss",
+        val_loss_key: str = "val_loss",
+        val_accuracy_key: str = "val_accuracy",
+        verbose: bool = True,
+        stream: TextIO | None = None,
+    ):
+        super().__init__()
+        if patience < 1:
+            raise ValueError(f"patience must be >= 1, got {patience}")
+        if stop_patience < 1:
+            raise ValueError(f"stop_patience must be >= 1, got {stop_patience}")
+        if not 0.0 < factor < 1.0:
+            raise ValueError(f"factor must be in (0, 1), got {factor}")
+        if not 0.0 <= threshold <= 1.0:
+            raise ValueError(f"threshold must be in [0, 1], got {threshold}")
+        self.patience = int(patience)
+        self.stop_patience = int(stop_patience)
+        self.threshold = float(threshold)
+        self.factor = float(factor)
+        self.dwell = bool(dwell)
+        self.accuracy_key = accuracy_key
+        self.loss_key = loss_key
+        self.val_loss_key = val_loss_key
+        self.val_accuracy_key = val_accuracy_key
+        self.verbose = verbose
+        self.stream = stream
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget all tracking state (a new training run)."""
+        self.count = 0
+        self.stop_count = 0
+        self.best_epoch = 0
+        self.highest_accuracy = 0.0
+        self.lowest_val_loss = math.inf
+        self.best_weights: list[np.ndarray] | None = None
+        self.stopped_epoch: int | None = None
+        self.rows: list[dict[str, Any]] = []
+        self._epoch_start = 0.0
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            "patience": self.patience,
+            "stop_patience": self.stop_patience,
+            "threshold": self.threshold,
+            "factor": self.factor,
+            "dwell": self.dwell,
+            "accuracy_key": self.accuracy_key,
+            "loss_key": self.loss_key,
+            "val_loss_key": self.val_loss_key,
+            "val_accuracy_key": self.val_accuracy_key,
+            "verbose": self.verbose,
+        }
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> "DwellLearningRate":
+        return cls(**config)
+
+    # --- state for --resume -------------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        """JSON-serialisable tracking state (best weights are restored from the run's checkpoint)."""
+        return {
+            "count": self.count,
+            "stop_count": self.stop_count,
+            "best_epoch": self.best_epoch,
+            "highest_accuracy": self.highest_accuracy,
+            "lowest_val_loss": None if math.isinf(self.lowest_val_loss) else self.lowest_val_loss,
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.count = int(state["count"])
+        self.stop_count = int(state["stop_count"])
+        self.best_epoch = int(state["best_epoch"])
+        self.highest_accuracy = float(state["highest_accuracy"])
+        lowest = state["lowest_val_loss"]
+        self.lowest_val_loss = math.inf if lowest is None else float(lowest)
+
+    # --- Keras hooks ----------------------------------------------------------------------------
+    def on_train_begin(self, logs=None):
+        if self.best_weights is None:
+            self.best_weights = self.model.get_weights()
+        if self.verbose:
+            self._print(" ".join(f"{c:>12s}" for c in self.COLUMNS))
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        missing = [k for k in (self.accuracy_key, self.val_loss_key) if k not in logs]
+        if missing:
+            raise ValueError(
+                f"DwellLearningRate needs {missing} in the epoch logs (have {sorted(logs)}); "
+                "pass validation data and the accuracy metric, or set accuracy_key / val_loss_key"
+            )
+        accuracy = float(logs[self.accuracy_key])
+        val_loss = float(logs[self.val_loss_key])
+        lr = get_learning_rate(self.model)
+        next_lr = lr
+        first = not self.rows
+
+        if accuracy < self.threshold:
+            monitor = self.accuracy_key
+            improvement = 0.0 if first or self.highest_accuracy == 0 else (
+                (accuracy - self.highest_accuracy) * 100.0 / self.highest_accuracy
+            )
+            improved = accuracy > self.highest_accuracy
+            if improved:
+                self.highest_accuracy = accuracy
+                self.lowest_val_loss = min(self.lowest_val_loss, val_loss)
+        else:
+            monitor = self.val_loss_key
+            improvement = 0.0 if first or math.isinf(self.lowest_val_loss) else (
+                (self.lowest_val_loss - val_loss) * 100.0 / self.lowest_val_loss
+            )
+            improved = val_loss < self.lowest_val_loss
+            if improved:
+                self.lowest_val_loss = val_loss
+            self.highest_accuracy = max(self.highest_accuracy, accuracy)
+
+        if improved:
+            self.best_weights = self.model.get_weights()
+            self.best_epoch = epoch + 1
+            self.count = 0
+            self.stop_count = 0
+        elif self.count >= self.patience - 1:
+            next_lr = lr * self.factor
+            set_learning_rate(self.model, next_lr)
+            self.count = 0
+            self.stop_count += 1
+            if self.dwell:
+                self.model.set_weights(self.best_weights)
+        else:
+            self.count += 1
+
+        row = {
+            "epoch": epoch + 1,
+            "loss": float(logs.get(self.loss_key, math.nan)),
+            "accuracy": accuracy,
+            "val_loss": val_loss,
+            "val_accuracy": float(logs.get(self.val_accuracy_key, math.nan)),
+            "lr": lr,
+            "next_lr": next_lr,
+            "monitor": monitor,
+            "improvement_pct": improvement,
+            "duration_s": time.perf_counter() - self._epoch_start,
+        }
+        self.rows.append(row)
+        if self.verbose:
+            self._print(self._format(row))
+        logs["lr"] = lr  # so CSVLogger / TensorBoard record the learning rate used
+        if self.stop_count >= self.stop_patience:
+            self.stopped_epoch = epoch + 1
+            self.model.stop_training = True
+            if self.verbose:
+                self._print(
+                    f"training halted at epoch {epoch + 1} after {self.stop_patience} learning-rate "
+                    "reductions without improvement"
+                )
+
+    def on_train_end(self, logs=None):
+        if self.best_weights is not None:
+            self.model.set_weights(self.best_weights)
+            if self.verbose:
+                self._print(f"restored the best weights, from epoch {self.best_epoch}")
+
+    def _format(self, row: dict[str, Any]) -> str:
+        cells = []
+        for key in self.COLUMNS:
+            value = row[key]
+            if key == "epoch" or key == "monitor":
+                cells.append(f"{value:>12}")
+            elif key in ("lr", "next_lr"):
+                cells.append(f"{value:>12.3e}")
+            elif key in ("accuracy", "val_accuracy"):
+                cells.append(f"{value * 100:>12.3f}")
+            elif key == "duration_s":
+                cells.append(f"{value:>12.2f}")
+            else:
+                cells.append(f"{value:>12.5f}")
+        return " ".join(cells)
+
+    def _print(self, text: str) -> None:
+        print(text, file=self.stream or sys.stdout, flush=True)
+
+
+class EpochTable(keras.callbacks.Callback):
+    """Record exactly the epochs (1-based) and values a paper's table needs.
+
+    ``EpochTable(keys=["accuracy", "loss"], epochs=[2, 4, 6, 8, 10])`` keeps
+    ``rows[epoch] = {key: value}`` from the epoch logs for those epochs only (``epochs=None``: every
+    epoch). With ``data`` (the test split as a dataset or an ``(x, y)`` tuple) the model is also evaluated on it at those epochs
+    and the results are stored as ``test_<metric>`` — paper 1's Table 6.1 reports test accuracy and
+    loss per epoch. Values are plain floats of what the run measured.
+    """
+
+    def __init__(self, keys: list[str], epochs: list[int] | None = None, data=None, prefix: str = "test_"):
+        super().__init__()
+        if not keys:
+            raise ValueError("keys: at least one log key is needed")
+        self.keys = list(keys)
+        self.epochs = None if epochs is None else sorted(set(int(e) for e in epochs))
+        self.data = data
+        self.prefix = prefix
+        self.rows: dict[int, dict[str, float]] = {}
+
+    def on_epoch_end(self, epoch, logs=None):
+        number = epoch + 1
+        if self.epochs is not None and number not in self.epochs:
+            return
+        logs = logs or {}
+        row = {k: float(logs[k]) for k in self.keys if k in logs}
+        if self.data is not None:
+            x, y = self.data if isinstance(self.data, tuple) else (self.data, None)
+            results = self.model.evaluate(x, y, verbose=0, return_dict=True)
+            row.update({f"{self.prefix}{k}": float(v) for k, v in results.items()})
+        self.rows[number] = row

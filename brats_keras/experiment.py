@@ -1,0 +1,86 @@
+"""The command-line contract every ``experiments/paperN_*.py`` shares.
+
+Flags: ``--data-dir``, ``--out``, ``--epochs``, ``--batch-size``, ``--seed``, ``--strategy``,
+``--resume``, ``--quick``. Each experiment passes its paper defaults with the place in the paper
+they come from, and ``--help`` prints both::
+
+    parser = experiment_parser(
+        "paper1_u_resunet", __doc__,
+        epochs=Default(20, "Tables 6.1/6.2 go to epoch 20"),
+        batch_size=Default(32, "paper 1 §6: batch size 32"),
+    )
+    args = parser.parse_args()
+    run = resolve_run(args, "paper1_u_resunet")
+
+Without ``--data-dir`` the quick synthetic profile runs (``args.quick`` is set to True).
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from typing import Any
+
+from brats_keras.training import STRATEGIES, RunDir
+
+
+@dataclass(frozen=True)
+class Default:
+    """A default value and where it comes from (shown in ``--help``)."""
+
+    value: Any
+    source: str
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def experiment_parser(
+    prog: str,
+    description: str | None,
+    *,
+    epochs: Default,
+    batch_size: Default,
+    seed: Default = Default(42, "our choice; the papers do not state a seed"),
+) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description=description,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data-dir", help="folder of the real data set (see the experiment's docs page); "
+                   "without it a synthetic set is generated once and the quick profile runs")
+    p.add_argument("--out", help=f"run folder (default: runs/{prog}/<UTC timestamp>)")
+    p.add_argument("--epochs", type=_positive_int, default=None,
+                   help=f"training epochs (paper: {epochs.value} — {epochs.source}; quick profile: smaller)")
+    p.add_argument("--batch-size", type=_positive_int, default=None,
+                   help=f"per-replica batch size (paper: {batch_size.value} — {batch_size.source})")
+    p.add_argument("--seed", type=int, default=seed.value, help=f"seed for splits, shuffling and weights "
+                   f"(default {seed.value} — {seed.source})")
+    p.add_argument("--strategy", choices=STRATEGIES, default="auto",
+                   help="tf.distribute strategy: one device, mirrored (local GPUs), multiworker (TF_CONFIG); "
+                   "auto picks from the hardware (default)")
+    p.add_argument("--resume", nargs="?", const="latest", default=None, metavar="RUN_DIR",
+                   help="continue an interrupted run from its last checkpoint: the given run folder, "
+                   "--out, or the latest run of this experiment")
+    p.add_argument("--quick", action="store_true",
+                   help="small synthetic profile (few cases, slices and epochs); default without --data-dir")
+    p.set_defaults(_paper_epochs=epochs.value, _paper_batch_size=batch_size.value)
+    return p
+
+
+def resolve_run(args: argparse.Namespace, experiment: str, *, root: str = "runs") -> RunDir:
+    """The run folder for these arguments: the one to resume, ``--out``, or a new timestamped one.
+
+    Also settles ``args.quick`` (True without ``--data-dir``).
+    """
+    if args.data_dir is None:
+        args.quick = True
+    if args.resume is not None:
+        if args.resume != "latest":
+            return RunDir.create(args.resume, experiment)
+        if args.out is not None:
+            return RunDir.create(args.out, experiment)
+        return RunDir.latest(experiment, root=root)
+    return RunDir.create(args.out, experiment, root=root)

@@ -1,0 +1,269 @@
+"""Distribution strategy, run folders, resumable training.
+
+* :func:`select_strategy` picks a ``tf.distribute`` strategy (``auto | one | mirrored |
+  multiworker``); build and compile the model inside ``strategy.scope()`` and batch the tf.data
+  pipeline with :func:`global_batch_size` — Keras splits each global batch across the replicas and
+  scales the loss so the update equals the single-device update on the same batch.
+* :class:`RunDir` is the run folder of DESIGN.md (``config.json``, ``split.json``, ``history.csv``,
+  ``results.json``, ``table.md``, ``plots/``, ``model.keras``, ``saved_model/``, ``logs/``) plus
+  ``checkpoints/`` for ``--resume``.
+* :func:`fit` trains with a :class:`ResumableCheckpoint`: after every epoch the model (with its
+  optimizer state), the history and the state of resumable callbacks are written atomically, so a
+  killed run continues from its last finished epoch with every epoch in ``history.csv`` exactly
+  once.
+
+This module is TensorFlow-specific (tf.distribute); models, layers, losses and metrics are not.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import keras
+import numpy as np
+
+from brats_keras.errors import BratsKerasError
+from brats_keras.io_utils import atomic_path, atomic_write_json
+from brats_keras.reporting import read_history_csv, write_history_csv
+
+STRATEGIES = ("auto", "one", "mirrored", "multiworker")
+
+
+# --- distribution ------------------------------------------------------------------------------
+def _tf():
+    import tensorflow as tf
+
+    return tf
+
+
+def _cluster_workers() -> int:
+    try:
+        config = json.loads(os.environ.get("TF_CONFIG", "") or "{}")
+    except ValueError as exc:
+        raise BratsKerasError(f"TF_CONFIG is not valid JSON: {exc}") from None
+    return len(config.get("cluster", {}).get("worker", []))
+
+
+def select_strategy(name: str = "auto"):
+    """A ``tf.distribute.Strategy``.
+
+    ``one``: ``OneDeviceStrategy`` on the first GPU, else the CPU. ``mirrored``: ``MirroredStrategy``
+    over all local GPUs (or all logical CPUs when there is no GPU). ``multiworker``:
+    ``MultiWorkerMirroredStrategy`` configured from ``TF_CONFIG``. ``auto``: multiworker when
+    ``TF_CONFIG`` names more than one worker, mirrored with more than one GPU, else one.
+    """
+    if name not in STRATEGIES:
+        raise ValueError(f"strategy: {name!r} not in {STRATEGIES}")
+    tf = _tf()
+    if name == "auto":
+        # physical (not logical) devices: querying logical ones would start the runtime, after
+        # which MultiWorkerMirroredStrategy can no longer configure its collective ops
+        multi_gpu = len(tf.config.list_physical_devices("GPU")) > 1
+        name = "multiworker" if _cluster_workers() > 1 else ("mirrored" if multi_gpu else "one")
+    if name == "multiworker":
+        if _cluster_workers() < 1:
+            raise BratsKerasError("strategy 'multiworker' needs TF_CONFIG with a cluster of workers")
+        return _multi_worker_strategy()
+    gpus = tf.config.list_logical_devices("GPU")
+    if name == "one":
+        return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
+    devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
+    return tf.distribute.MirroredStrategy(devices)
+
+
+def _multi_worker_strategy():
+    """``MultiWorkerMirroredStrategy`` whose ``reduce`` accepts what Keras 3's trainer passes it.
+
+    Keras 3's TensorFlow trainer (keras-team/keras#20585) calls ``strategy.reduce`` on the whole
+    ``(x, y)`` structure of the first batch, and reduces each step's scalar logs with ``axis=0``.
+    ``MirroredStrategy`` tolerates both; the collective strategy raises and ``fit`` never starts.
+    This subclass reduces leaf by leaf, and treats ``axis=0`` on a scalar as the cross-replica
+    reduction it stands for (a scalar has no axis 0). Nothing else changes.
+    """
+    tf = _tf()
+
+    class NestedReduceMultiWorkerMirroredStrategy(tf.distribute.MultiWorkerMirroredStrategy):
+        def reduce(self, reduce_op, value, axis):
+            parent = super()
+
+            def leaf(v):
+                local = self.experimental_local_results(v)[0]
+                leaf_axis = None if axis is not None and local.shape.rank == 0 else axis
+                return parent.reduce(reduce_op, v, leaf_axis)
+
+            return tf.nest.map_structure(leaf, value)
+
+    return NestedReduceMultiWorkerMirroredStrategy()
+
+
+def global_batch_size(per_replica: int, strategy) -> int:
+    """Per-replica batch × replicas in sync (the batch size the tf.data pipeline must use)."""
+    if per_replica < 1:
+        raise ValueError(f"per_replica batch size must be >= 1, got {per_replica}")
+    return int(per_replica) * int(strategy.num_replicas_in_sync)
+
+
+def is_chief() -> bool:
+    """True unless TF_CONFIG says this process is a non-chief worker (only the chief writes files)."""
+    try:
+        task = json.loads(os.environ.get("TF_CONFIG", "") or "{}").get("task", {})
+    except ValueError:
+        return True
+    return task.get("type", "worker") in ("chief", "worker") and (
+        task.get("type") == "chief" or int(task.get("index", 0)) == 0
+    )
+
+
+# --- run folders -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RunDir:
+    """Paths of one run. ``RunDir.create`` makes the folder; the paths are fixed (DESIGN.md)."""
+
+    path: Path
+
+    @classmethod
+    def create(cls, out: str | Path | None, experiment: str, *, root: str | Path = "runs") -> "RunDir":
+        if out is None:
+            stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+            out = Path(root) / experiment / stamp
+        run = cls(Path(out))
+        for sub in (run.path, run.plots, run.logs, run.checkpoints):
+            sub.mkdir(parents=True, exist_ok=True)
+        return run
+
+    @classmethod
+    def latest(cls, experiment: str, *, root: str | Path = "runs") -> "RunDir":
+        """The most recent run folder of ``experiment`` that has a checkpoint (for ``--resume``)."""
+        base = Path(root) / experiment
+        candidates = sorted(p for p in base.glob("*") if (p / "checkpoints" / "state.json").is_file())
+        if not candidates:
+            raise BratsKerasError(f"no run of {experiment} with a checkpoint under {base} to resume")
+        return cls(candidates[-1])
+
+    config = property(lambda self: self.path / "config.json")
+    split = property(lambda self: self.path / "split.json")
+    history = property(lambda self: self.path / "history.csv")
+    results = property(lambda self: self.path / "results.json")
+    table = property(lambda self: self.path / "table.md")
+    plots = property(lambda self: self.path / "plots")
+    model_keras = property(lambda self: self.path / "model.keras")
+    saved_model = property(lambda self: self.path / "saved_model")
+    logs = property(lambda self: self.path / "logs")
+    checkpoints = property(lambda self: self.path / "checkpoints")
+    checkpoint_model = property(lambda self: self.path / "checkpoints" / "last.keras")
+    checkpoint_state = property(lambda self: self.path / "checkpoints" / "state.json")
+
+    def has_checkpoint(self) -> bool:
+        return self.checkpoint_state.is_file() and self.checkpoint_model.is_file()
+
+    def checkpoint_epochs(self) -> int:
+        """Epochs finished according to the checkpoint (0 when there is none)."""
+        if not self.has_checkpoint():
+            return 0
+        return int(json.loads(self.checkpoint_state.read_text(encoding="utf-8"))["epochs_done"])
+
+
+# --- resumable training ------------------------------------------------------------------------
+class ResumableCheckpoint(keras.callbacks.Callback):
+    """After every epoch: ``checkpoints/last.keras`` (model + optimizer), ``history.csv`` and
+    ``checkpoints/state.json`` (epochs done, resumable callbacks' state), each written atomically;
+    the state file is written last and is what marks the checkpoint complete.
+
+    A callback is resumable when it has ``state() -> dict`` and ``load_state(dict)``; if it also has
+    ``best_weights`` (e.g. :class:`~brats_keras.callbacks.DwellLearningRate`) those are saved in
+    ``checkpoints/<name>.best.npz``.
+    """
+
+    def __init__(self, run: RunDir, history: dict[str, list[float]], resumables: dict[str, Any]):
+        super().__init__()
+        self.run = run
+        self.history = history
+        self.resumables = resumables
+        self.write = is_chief()
+
+    def on_epoch_end(self, epoch, logs=None):
+        for key, value in (logs or {}).items():
+            self.history.setdefault(key, []).append(float(value))
+        if not self.write:
+            return
+        with atomic_path(self.run.checkpoint_model, suffix=".keras") as tmp:
+            self.model.save(tmp)
+        write_history_csv(self.history, self.run.history)
+        states = {}
+        for name, cb in self.resumables.items():
+            states[name] = cb.state()
+            best = getattr(cb, "best_weights", None)
+            if best is not None:
+                with atomic_path(self.run.checkpoints / f"{name}.best.npz", suffix=".npz") as tmp:
+                    np.savez(tmp, *best)
+        atomic_write_json(self.run.checkpoint_state, {"epochs_done": epoch + 1, "callbacks": states})
+
+
+def load_checkpoint(run: RunDir, resumables: dict[str, Any]) -> tuple[keras.Model, int, dict[str, list[float]]]:
+    """Model, epochs done and the history (truncated to those epochs) of an interrupted run."""
+    if not run.has_checkpoint():
+        raise BratsKerasError(f"{run.path}: no complete checkpoint to resume from")
+    state = json.loads(run.checkpoint_state.read_text(encoding="utf-8"))
+    done = int(state["epochs_done"])
+    model = keras.models.load_model(run.checkpoint_model)
+    history = read_history_csv(run.history) if run.history.is_file() else {}
+    history = {k: v[:done] for k, v in history.items()}
+    for name, cb in resumables.items():
+        if name in state.get("callbacks", {}):
+            cb.load_state(state["callbacks"][name])
+        best = run.checkpoints / f"{name}.best.npz"
+        if best.is_file() and hasattr(cb, "best_weights"):
+            with np.load(best) as data:
+                cb.best_weights = [data[f"arr_{i}"] for i in range(len(data.files))]
+    return model, done, history
+
+
+def fit(
+    build: Callable[[], keras.Model],
+    train_data,
+    *,
+    run: RunDir,
+    epochs: int,
+    validation_data=None,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
+    strategy=None,
+    resume: bool = False,
+    tensorboard: bool = True,
+    verbose: int | str = "auto",
+) -> tuple[keras.Model, dict[str, list[float]]]:
+    """Build (inside the strategy's scope) and train a model, or continue an interrupted run.
+
+    ``build`` returns a compiled model. With ``resume`` and a checkpoint in ``run``, the model and
+    its optimizer state are loaded instead and training continues at the next epoch; callbacks with
+    ``state()``/``load_state()`` get their state back. Returns the model and the full history
+    (every epoch once, resumed or not).
+    """
+    strategy = strategy or select_strategy("one")
+    resumables = {type(cb).__name__: cb for cb in callbacks if hasattr(cb, "state") and hasattr(cb, "load_state")}
+    with strategy.scope():
+        if resume and run.has_checkpoint():
+            model, initial_epoch, history = load_checkpoint(run, resumables)
+        else:
+            model, initial_epoch, history = build(), 0, {}
+    if initial_epoch >= epochs:  # interrupted after the last epoch: finish as fit() would have
+        for cb in resumables.values():
+            cb.set_model(model)
+            cb.on_train_end()
+        return model, history
+    all_callbacks = list(callbacks) + [ResumableCheckpoint(run, history, resumables)]
+    if tensorboard:
+        all_callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run.logs), write_graph=False))
+    model.fit(
+        train_data,
+        validation_data=validation_data,
+        epochs=epochs,
+        initial_epoch=initial_epoch,
+        callbacks=all_callbacks,
+        verbose=verbose,
+    )
+    return model, history

@@ -1,0 +1,169 @@
+"""The dwell learning-rate callback driven by scripted epoch logs, and the epoch-table recorder."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import keras
+import numpy as np
+import pytest
+
+from brats_keras.callbacks import DwellLearningRate, EpochTable, get_learning_rate
+
+pytestmark = pytest.mark.backend_agnostic
+
+
+def tiny_model(lr: float = 0.1) -> keras.Model:
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.Adam(lr), loss="mse")
+    return model
+
+
+def stamp(model: keras.Model, value: float) -> None:
+    """Pretend an epoch of training moved every weight to ``value``."""
+    model.set_weights([np.full(w.shape, value, np.float32) for w in model.get_weights()])
+
+
+def weight_value(model: keras.Model) -> float:
+    values = np.concatenate([w.ravel() for w in model.get_weights()])
+    assert np.all(values == values[0])
+    return float(values[0])
+
+
+def drive(callback: DwellLearningRate, model: keras.Model, logs: list[dict]) -> list[dict]:
+    """Run the callback over scripted epochs; before each epoch's end the weights are stamped with
+    the epoch number, so restored weights tell which epoch they came from."""
+    callback.set_model(model)
+    callback.on_train_begin()
+    trace = []
+    for epoch, log in enumerate(logs):
+        callback.on_epoch_begin(epoch)
+        stamp(model, epoch + 1)
+        callback.on_epoch_end(epoch, dict(log))
+        trace.append({"lr": get_learning_rate(model), "weights": weight_value(model), "stop": model.stop_training})
+        if model.stop_training:
+            break
+    callback.on_train_end()
+    return trace
+
+
+def val_phase(losses: list[float]) -> list[dict]:
+    return [{"loss": 1.0, "accuracy": 0.95, "val_loss": v, "val_accuracy": 0.9} for v in losses]
+
+
+def test_reduces_lr_after_patience_and_dwells_on_best_weights():
+    model = tiny_model(0.1)
+    cb = DwellLearningRate(patience=2, stop_patience=3, threshold=0.9, factor=0.5, dwell=True, verbose=False)
+    trace = drive(cb, model, val_phase([1.0, 0.8, 0.9, 0.85, 0.7, 0.75]))
+    assert [t["lr"] for t in trace] == pytest.approx([0.1, 0.1, 0.1, 0.05, 0.05, 0.05])
+    # epoch 4 is the 2nd epoch without improvement → LR halves and weights return to epoch 2's
+    assert [t["weights"] for t in trace] == [1, 2, 3, 2, 5, 6]
+    assert cb.best_epoch == 5 and cb.lowest_val_loss == pytest.approx(0.7)
+    assert weight_value(model) == 5  # best weights restored at the end
+    assert [r["monitor"] for r in cb.rows] == ["val_loss"] * 6
+    assert cb.rows[3]["next_lr"] == pytest.approx(0.05) and cb.rows[3]["lr"] == pytest.approx(0.1)
+    assert cb.rows[1]["improvement_pct"] == pytest.approx(20.0)
+
+
+def test_without_dwell_weights_are_kept_until_the_end():
+    model = tiny_model(0.1)
+    cb = DwellLearningRate(patience=1, stop_patience=5, threshold=0.9, factor=0.1, dwell=False, verbose=False)
+    trace = drive(cb, model, val_phase([1.0, 1.2, 0.9]))
+    assert [t["weights"] for t in trace] == [1, 2, 3]
+    assert [t["lr"] for t in trace] == pytest.approx([0.1, 0.01, 0.01])
+    assert weight_value(model) == 3
+
+
+def test_stops_after_stop_patience_reductions_without_improvement():
+    model = tiny_model(1.0)
+    cb = DwellLearningRate(patience=1, stop_patience=3, threshold=0.0, factor=0.5, verbose=False)
+    trace = drive(cb, model, val_phase([1.0, 1.1, 1.2, 1.3, 1.4, 1.5]))
+    assert len(trace) == 4 and trace[-1]["stop"] and cb.stopped_epoch == 4
+    assert [t["lr"] for t in trace] == pytest.approx([1.0, 0.5, 0.25, 0.125])
+    assert weight_value(model) == 1
+
+
+def test_improvement_resets_the_stop_counter():
+    model = tiny_model(1.0)
+    cb = DwellLearningRate(patience=1, stop_patience=2, threshold=0.0, factor=0.5, verbose=False)
+    trace = drive(cb, model, val_phase([1.0, 1.1, 0.9, 1.0, 1.0, 1.0]))
+    assert cb.stopped_epoch == 5 and len(trace) == 5  # reductions at 2, then 4 and 5 (after the epoch-3 improvement)
+
+
+def test_accuracy_phase_then_validation_loss_phase():
+    model = tiny_model(0.1)
+    cb = DwellLearningRate(patience=1, stop_patience=10, threshold=0.9, factor=0.5, verbose=False)
+    logs = [
+        {"loss": 2.0, "accuracy": 0.5, "val_loss": 3.0, "val_accuracy": 0.4},
+        {"loss": 1.8, "accuracy": 0.6, "val_loss": 2.0, "val_accuracy": 0.5},
+        {"loss": 1.7, "accuracy": 0.55, "val_loss": 1.0, "val_accuracy": 0.5},  # acc drops → reduce, dwell
+        {"loss": 0.5, "accuracy": 0.95, "val_loss": 1.5, "val_accuracy": 0.8},  # val phase: 1.5 < 2.0 → improves
+        {"loss": 0.4, "accuracy": 0.96, "val_loss": 1.6, "val_accuracy": 0.8},  # worse → reduce, dwell to epoch 4
+    ]
+    trace = drive(cb, model, logs)
+    assert [r["monitor"] for r in cb.rows] == ["accuracy"] * 3 + ["val_loss"] * 2
+    assert [t["lr"] for t in trace] == pytest.approx([0.1, 0.1, 0.05, 0.05, 0.025])
+    assert [t["weights"] for t in trace] == [1, 2, 2, 4, 4]
+    assert cb.rows[1]["improvement_pct"] == pytest.approx(20.0)
+
+
+def test_prints_a_row_per_epoch_and_serialises():
+    out = io.StringIO()
+    cb = DwellLearningRate(patience=1, stop_patience=2, threshold=0.0, stream=out)
+    drive(cb, tiny_model(), val_phase([1.0, 0.5]))
+    lines = out.getvalue().splitlines()
+    assert lines[0].split() == list(DwellLearningRate.COLUMNS)
+    assert lines[1].split()[0] == "1" and lines[2].split()[0] == "2" and "val_loss" in lines[2]
+    config = json.loads(json.dumps(cb.get_config()))
+    clone = DwellLearningRate.from_config(config)
+    assert clone.get_config() == cb.get_config()
+
+
+def test_state_round_trip_for_resume():
+    cb = DwellLearningRate(patience=2, threshold=0.0, verbose=False)
+    drive(cb, tiny_model(), val_phase([1.0, 1.1]))
+    other = DwellLearningRate(patience=2, threshold=0.0, verbose=False)
+    other.load_state(json.loads(json.dumps(cb.state())))
+    assert other.state() == cb.state() and other.count == 1 and other.lowest_val_loss == 1.0
+
+
+def test_bad_arguments_and_missing_logs():
+    for kwargs, word in (({"factor": 1.5}, "factor"), ({"patience": 0}, "patience"),
+                         ({"stop_patience": 0}, "stop_patience"), ({"threshold": 2}, "threshold")):
+        with pytest.raises(ValueError, match=word):
+            DwellLearningRate(**kwargs)
+    cb = DwellLearningRate(verbose=False)
+    cb.set_model(tiny_model())
+    cb.on_train_begin()
+    with pytest.raises(ValueError, match="val_loss"):
+        cb.on_epoch_end(0, {"loss": 1.0, "accuracy": 0.5})
+
+
+def test_works_inside_fit():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 3)).astype("float32")
+    y = (x.sum(axis=1, keepdims=True) > 0).astype("float32")
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1, activation="sigmoid")])
+    model.compile(optimizer=keras.optimizers.SGD(0.5), loss="binary_crossentropy", metrics=["accuracy"])
+    cb = DwellLearningRate(patience=1, stop_patience=2, threshold=0.99, verbose=False)
+    history = model.fit(x, y, validation_split=0.25, epochs=6, batch_size=16, verbose=0, callbacks=[cb])
+    assert len(cb.rows) == len(history.history["loss"]) >= 2
+    assert history.history["lr"][0] == pytest.approx(0.5)
+    for restored, best in zip(model.get_weights(), cb.best_weights):  # best weights restored at the end
+        np.testing.assert_array_equal(restored, best)
+
+
+def test_epoch_table_records_only_requested_epochs_and_test_results():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(32, 3)).astype("float32")
+    y = x.sum(axis=1, keepdims=True).astype("float32")
+    model = tiny_model(0.01)
+    table = EpochTable(keys=["loss"], epochs=[2, 5, 9], data=(x[:8], y[:8]))
+    history = model.fit(x, y, epochs=5, batch_size=8, verbose=0, callbacks=[table])
+    assert sorted(table.rows) == [2, 5]
+    assert table.rows[2]["loss"] == pytest.approx(history.history["loss"][1])
+    expected = model.evaluate(x[:8], y[:8], verbose=0, return_dict=True)["loss"]
+    assert table.rows[5]["test_loss"] == pytest.approx(expected, rel=1e-5)
+    with pytest.raises(ValueError, match="keys"):
+        EpochTable(keys=[])

@@ -1,0 +1,169 @@
+"""Strategy selection, distribution equivalence, run folders, --resume after a kill, exports."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from brats_keras.experiment import Default, experiment_parser, resolve_run
+from brats_keras.export import check_exports, export_model
+from brats_keras.training import RunDir, global_batch_size, select_strategy
+
+REPO = Path(__file__).resolve().parents[1]
+WORKER = REPO / "tests" / "dist_worker.py"
+
+
+def run_worker(*args, env=None, timeout=300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(WORKER), *args], capture_output=True, text=True, cwd=REPO,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})}, timeout=timeout)
+
+
+def last_json(proc: subprocess.CompletedProcess) -> dict:
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_strategy_names_and_global_batch():
+    one = select_strategy("one")
+    assert one.num_replicas_in_sync == 1 and global_batch_size(16, one) == 16
+    with pytest.raises(ValueError, match="strategy"):
+        select_strategy("tpu")
+    with pytest.raises(ValueError, match="per_replica"):
+        global_batch_size(0, one)
+
+
+def test_multiworker_without_tf_config_is_a_clear_error(monkeypatch):
+    from brats_keras.errors import BratsKerasError
+
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    with pytest.raises(BratsKerasError, match="TF_CONFIG"):
+        select_strategy("multiworker")
+
+
+def test_mirrored_on_two_cpus_equals_one_device():
+    result = last_json(run_worker("mirrored"))
+    assert result["replicas"] == 2 and result["global_batch"] == 32
+    assert result["loss_mirrored"] == pytest.approx(result["loss_one"], abs=1e-6)
+    assert result["max_weight_diff"] < 1e-6 < result["max_weight_change"]  # the step did change the weights
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_process_multiworker_run_finishes():
+    ports = [_free_port(), _free_port()]
+    procs = []
+    for index in range(2):
+        tf_config = {"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]}, "task": {"type": "worker", "index": index}}
+        procs.append(subprocess.Popen(
+            [sys.executable, str(WORKER), "multiworker"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "TF_CONFIG": json.dumps(tf_config)}))
+    results = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err[-3000:]
+        results.append(json.loads(out.strip().splitlines()[-1]))
+    for r in results:
+        assert r["strategy"] == "NestedReduceMultiWorkerMirroredStrategy"
+        assert r["replicas"] == 2 and r["global_batch"] == 16 and len(r["losses"]) == 2
+    assert results[0]["losses"] == results[1]["losses"]  # both workers saw the same all-reduced steps
+
+
+def test_resume_after_kill_has_every_epoch_once(tmp_path):
+    out = tmp_path / "run"
+    killed = run_worker("resume", str(out), "4", env={"KILL_AFTER": "2"})
+    assert killed.returncode == -9  # SIGKILL, as a crash or a pre-empted job
+    run = RunDir(out)
+    assert run.checkpoint_epochs() == 2
+    state = json.loads(run.checkpoint_state.read_text())
+    assert "DwellLearningRate" in state["callbacks"]
+    assert (run.checkpoints / "DwellLearningRate.best.npz").is_file()
+    resumed = last_json(run_worker("resume", str(out), "4"))
+    assert resumed["epochs"] == 4
+    lines = run.history.read_text().strip().splitlines()
+    assert lines[0].split(",")[0] == "epoch"
+    assert [int(line.split(",")[0]) for line in lines[1:]] == [0, 1, 2, 3]
+    assert run.checkpoint_epochs() == 4
+    # resuming a finished run trains nothing more
+    again = last_json(run_worker("resume", str(out), "4"))
+    assert again["epochs"] == 4 and len(run.history.read_text().strip().splitlines()) == 5
+
+
+def test_run_dir_layout_and_latest(tmp_path):
+    run = RunDir.create(None, "paperX", root=tmp_path)
+    assert run.path.parent == tmp_path / "paperX"
+    for sub in (run.plots, run.logs, run.checkpoints):
+        assert sub.is_dir()
+    assert {p.name for p in (run.config, run.split, run.history, run.results, run.table, run.model_keras,
+                              run.saved_model)} == {"config.json", "split.json", "history.csv", "results.json",
+                                                    "table.md", "model.keras", "saved_model"}
+    from brats_keras.errors import BratsKerasError
+
+    with pytest.raises(BratsKerasError, match="no run of paperX"):
+        RunDir.latest("paperX", root=tmp_path)
+    run.checkpoint_model.write_bytes(b"x")
+    run.checkpoint_state.write_text(json.dumps({"epochs_done": 3, "callbacks": {}}))
+    assert RunDir.latest("paperX", root=tmp_path) == run and run.checkpoint_epochs() == 3
+
+
+def test_experiment_cli_contract(tmp_path, capsys):
+    parser = experiment_parser("paperX", "demo", epochs=Default(20, "Table 6.1"), batch_size=Default(32, "§6"))
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--help"])
+    help_text = capsys.readouterr().out
+    for flag in ("--data-dir", "--out", "--epochs", "--batch-size", "--seed", "--strategy", "--resume", "--quick"):
+        assert flag in help_text
+    assert "paper: 20 — Table 6.1" in help_text and "paper: 32 — §6" in help_text
+    args = parser.parse_args(["--out", str(tmp_path / "r")])
+    run = resolve_run(args, "paperX")
+    assert args.quick is True and run.path == tmp_path / "r"
+    args = parser.parse_args(["--data-dir", "d", "--resume", str(tmp_path / "r")])
+    assert resolve_run(args, "paperX").path == tmp_path / "r" and args.quick is False
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--epochs", "0"])
+
+
+def _tiny_model() -> keras.Model:
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 2))
+    x = keras.layers.Conv2D(4, 3, padding="same", activation="relu")(inputs)
+    x = keras.layers.BatchNormalization()(x)
+    outputs = keras.layers.Conv2D(3, 1, activation="softmax")(x)
+    return keras.Model(inputs, outputs)
+
+
+def test_export_reloads_and_saved_model_serves_without_the_package(tmp_path):
+    model = _tiny_model()
+    x = np.random.default_rng(0).normal(size=(2, 8, 8, 2)).astype("float32")
+    paths = export_model(model, tmp_path / "model.keras", tmp_path / "saved_model")
+    diffs = check_exports(model, x, paths["keras"], paths["saved_model"])
+    assert diffs["keras"] < 1e-6 and diffs["saved_model"] < 1e-5
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "expected.npy", keras.ops.convert_to_numpy(model(x, training=False)))
+    code = (
+        "import sys, numpy as np, tensorflow as tf\n"
+        f"m = tf.saved_model.load({str(tmp_path / 'saved_model')!r})\n"
+        f"y = m.serve(tf.constant(np.load({str(tmp_path / 'x.npy')!r}))).numpy()\n"
+        f"d = float(np.abs(y - np.load({str(tmp_path / 'expected.npy')!r})).max())\n"
+        "assert not any(k.startswith('brats_keras') for k in sys.modules), 'package was imported'\n"
+        "print(d)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert float(proc.stdout.strip().splitlines()[-1]) < 1e-5
+    # re-exporting replaces the folder atomically and leaves no temporary folders behind
+    export_model(model, tmp_path / "model.keras", tmp_path / "saved_model")
+    assert not [p for p in tmp_path.iterdir() if ".tmp" in p.name or p.name.endswith(".old")]
+    assert oct((tmp_path / "model.keras").stat().st_mode & 0o777) != oct(0o600)
