@@ -1,0 +1,55 @@
+"""Experiment configuration dataclasses: JSON round trip, overrides, optimiser factory."""
+
+from __future__ import annotations
+
+import json
+
+import keras
+import pytest
+
+from brats_keras.configs import ExperimentConfig, ModelConfig, TrainConfig, apply_overrides, config_to_dict, \
+    make_optimizer, save_config
+from brats_keras.data.slices2d import SliceSettings
+
+pytestmark = pytest.mark.backend_agnostic
+
+
+def example() -> ExperimentConfig:
+    return ExperimentConfig(
+        name="paperX", paper="000.txt", data=SliceSettings(), model=ModelConfig("unet2d", {"filters": 32}),
+        train=TrainConfig(epochs=20, batch_size=32, learning_rate=1e-3), synthetic=True)
+
+
+def test_saved_json_holds_every_field(tmp_path):
+    save_config(tmp_path / "config.json", example())
+    data = json.loads((tmp_path / "config.json").read_text())
+    assert data["data"]["modalities"] == ["flair", "t1ce"] and data["data"]["start"] == 22
+    assert data["model"] == {"name": "unet2d", "options": {"filters": 32}}
+    assert data["train"]["epochs"] == 20 and data["synthetic"] is True
+    assert config_to_dict(example()) == data
+
+
+def test_overrides_replace_nested_fields_and_skip_none():
+    cfg = apply_overrides(example(), {"train.epochs": 3, "train.batch_size": None, "data.count": 10})
+    assert cfg.train.epochs == 3 and cfg.train.batch_size == 32 and cfg.data.count == 10
+    assert example().train.epochs == 20  # the original is untouched
+    with pytest.raises(ValueError, match="train.epoch"):
+        apply_overrides(example(), {"train.epoch": 3})
+    with pytest.raises(ValueError, match="batch_size"):
+        apply_overrides(example(), {"train.batch_size": 0})
+
+
+@pytest.mark.parametrize("name,cls", [("adam", keras.optimizers.Adam), ("adamw", keras.optimizers.AdamW),
+                                      ("rmsprop", keras.optimizers.RMSprop), ("sgd", keras.optimizers.SGD)])
+def test_make_optimizer(name, cls):
+    opt = make_optimizer(TrainConfig(epochs=1, batch_size=1, optimizer=name, learning_rate=0.01, weight_decay=1e-4))
+    assert isinstance(opt, cls)
+    assert float(keras.ops.convert_to_numpy(opt.learning_rate)) == pytest.approx(0.01)
+    assert opt.weight_decay == pytest.approx(1e-4)
+
+
+def test_bad_train_config():
+    with pytest.raises(ValueError, match="optimizer"):
+        TrainConfig(epochs=1, batch_size=1, optimizer="lion")
+    with pytest.raises(ValueError, match="learning_rate"):
+        TrainConfig(epochs=1, batch_size=1, learning_rate=0)
