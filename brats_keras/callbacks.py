@@ -288,3 +288,10 @@ class EpochTable(keras.callbacks.Callback):
             results = self.model.evaluate(x, y, verbose=0, return_dict=True)
             row.update({f"{self.prefix}{k}": float(v) for k, v in results.items()})
         self.rows[number] = row
+
+    def state(self) -> dict[str, Any]:
+        """The recorded rows (JSON keys are strings), for ``--resume``."""
+        return {"rows": {str(k): v for k, v in self.rows.items()}}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.rows = {int(k): dict(v) for k, v in state["rows"].items()}

@@ -27,7 +27,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--dataset", required=True, choices=sorted(LAYOUTS), help="naming scheme of the release")
     p.add_argument("--out", required=True, type=Path, help="output folder (case folders are written inside)")
     p.add_argument("--cases", required=True, type=int, help="number of cases (≥ 1)")
-    p.add_argument("--seed", required=True, type=int, help="case n is drawn from default_rng([seed, n])")
+    p.add_argument("--seed", type=int, default=0, help="case n is drawn from default_rng([seed, n]) (default 0)")
     p.add_argument("--shape", nargs=3, type=int, default=list(BRATS_SHAPE), metavar=("X", "Y", "Z"),
                    help=f"grid size, each ≥ {MIN_DIM} (default: BraTS {' '.join(map(str, BRATS_SHAPE))})")
     p.add_argument("--first-id", type=int, default=None,

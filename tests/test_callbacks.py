@@ -165,5 +165,8 @@ def test_epoch_table_records_only_requested_epochs_and_test_results():
     assert table.rows[2]["loss"] == pytest.approx(history.history["loss"][1])
     expected = model.evaluate(x[:8], y[:8], verbose=0, return_dict=True)["loss"]
     assert table.rows[5]["test_loss"] == pytest.approx(expected, rel=1e-5)
+    restored = EpochTable(keys=["loss"], epochs=[2, 5, 9])
+    restored.load_state(json.loads(json.dumps(table.state())))
+    assert restored.rows == table.rows
     with pytest.raises(ValueError, match="keys"):
         EpochTable(keys=[])

@@ -97,10 +97,12 @@ def nearest_resize_index(in_size: int, out_size: int) -> np.ndarray:
     return np.minimum(np.floor((np.arange(out_size) + 0.5) * in_size / out_size).astype(int), in_size - 1)
 
 
-def resize_images(images: np.ndarray, size: int) -> np.ndarray:
-    """Bilinear resize of ``(n, H, W, C)`` to ``(n, size, size, C)`` float32 (two matrix products)."""
+def resize_images(images: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
+    """Bilinear resize of ``(n, H, W, C)`` to ``(n, h, w, C)`` float32 (two matrix products);
+    ``size`` is ``(h, w)`` or one side of a square."""
     _, h, w, _ = images.shape
-    rows, cols = linear_resize_matrix(h, size), linear_resize_matrix(w, size)
+    out_h, out_w = (size, size) if isinstance(size, int) else size
+    rows, cols = linear_resize_matrix(h, out_h), linear_resize_matrix(w, out_w)
     out = np.einsum("oh,nhwc->nowc", rows, images.astype(np.float32, copy=False), optimize=True)
     return np.einsum("pw,nowc->nopc", cols, out, optimize=True).astype(np.float32, copy=False)
 

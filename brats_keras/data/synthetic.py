@@ -598,6 +598,29 @@ def write_dataset(
     return folders
 
 
+def ensure_synthetic_dataset(
+    cache_dir=None, *, dataset: str = "brats2020", cases: int = 12, seed: int = 0, shape=BRATS_SHAPE,
+    progress: bool = True,
+) -> Path:
+    """A synthetic set generated once into ``<cache>/synthetic/<dataset>_<cases>cases_seed<seed>_<shape>``
+    and reused afterwards (``<cache>``: ``$BRATS_KERAS_CACHE`` or ``~/.cache/brats_keras``).
+
+    A ``.complete.json`` marker is written last, so an interrupted generation is redone.
+    """
+    from brats_keras.data.slices2d import default_cache_dir
+    from brats_keras.io_utils import atomic_write_json
+
+    shape = _check_shape(shape)
+    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    folder = root / "synthetic" / f"{dataset}_{int(cases)}cases_seed{int(seed)}_{'x'.join(map(str, shape))}"
+    marker = folder / ".complete.json"
+    if not marker.is_file():
+        write_dataset(folder, dataset=dataset, cases=cases, seed=seed, shape=shape, progress=progress)
+        atomic_write_json(marker, {"dataset": dataset, "cases": int(cases), "seed": int(seed), "shape": list(shape),
+                                   "synthetic": True})
+    return folder
+
+
 # ----------------------------------------------------------------------------------------- figure
 def _find_file(folder: Path, key: str) -> Path:
     names = [f"{folder.name}_{key}{suffix}" for suffix in NIFTI_SUFFIXES]
