@@ -2,8 +2,8 @@
 
 The SavedModel has a ``serve`` endpoint (``Model.export(format="tf_saved_model")``) and is loadable
 with plain ``tf.saved_model.load`` — no ``brats_keras`` import needed, because the graph is traced.
-The ``.keras`` file needs ``import brats_keras`` (custom layers are registered on import) but no
-``custom_objects``. Both are written atomically.
+The ``.keras`` file needs ``import brats_keras.models`` (it registers every custom layer, loss and
+metric) or :func:`load_model`, but no ``custom_objects``. Both are written atomically.
 """
 
 from __future__ import annotations
@@ -39,11 +39,18 @@ def export_model(model: keras.Model, keras_path: str | Path, saved_model_path: s
     return out
 
 
+def load_model(path: str | Path, *, compile: bool = True) -> keras.Model:
+    """``keras.models.load_model`` with every ``brats_keras`` layer, loss and metric registered."""
+    import brats_keras.models  # noqa: F401  (registers layers, models, losses and metrics)
+
+    return keras.models.load_model(path, compile=compile)
+
+
 def check_exports(model: keras.Model, sample: np.ndarray, keras_path: str | Path,
                   saved_model_path: str | Path | None = None) -> dict[str, float]:
     """Largest absolute difference between ``model`` and each reloaded export on ``sample``."""
     expected = keras.ops.convert_to_numpy(model(sample, training=False))
-    reloaded = keras.models.load_model(keras_path)
+    reloaded = load_model(keras_path)
     diffs = {"keras": float(np.max(np.abs(keras.ops.convert_to_numpy(reloaded(sample, training=False)) - expected)))}
     if saved_model_path is not None:
         import tensorflow as tf

@@ -132,8 +132,7 @@ class RunDir:
             stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
             out = Path(root) / experiment / stamp
         run = cls(Path(out))
-        for sub in (run.path, run.plots, run.logs, run.checkpoints):
-            sub.mkdir(parents=True, exist_ok=True)
+        run.path.mkdir(parents=True, exist_ok=True)  # plots/, logs/, checkpoints/ appear when written
         return run
 
     @classmethod
@@ -210,7 +209,9 @@ def load_checkpoint(run: RunDir, resumables: dict[str, Any]) -> tuple[keras.Mode
         raise BratsKerasError(f"{run.path}: no complete checkpoint to resume from")
     state = json.loads(run.checkpoint_state.read_text(encoding="utf-8"))
     done = int(state["epochs_done"])
-    model = keras.models.load_model(run.checkpoint_model)
+    from brats_keras.export import load_model
+
+    model = load_model(run.checkpoint_model)
     history = read_history_csv(run.history) if run.history.is_file() else {}
     history = {k: v[:done] for k, v in history.items()}
     for name, cb in resumables.items():
@@ -265,5 +266,6 @@ def fit(
         initial_epoch=initial_epoch,
         callbacks=all_callbacks,
         verbose=verbose,
+        shuffle=False,  # pipelines shuffle themselves (seeded); Keras cannot shuffle a tf.data.Dataset
     )
     return model, history

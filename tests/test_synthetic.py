@@ -16,6 +16,7 @@ from scipy import ndimage
 from brats_keras.data.layout import BRATS_AFFINE, LABEL_KEY, MISNAMED_LABELS, MODALITIES
 from brats_keras.data.synthetic import (
     NAME_MAPPING_HEADER,
+    is_synthetic_dataset,
     save_case_figure,
     synthesize_case,
     template_tissue_maps,
@@ -50,7 +51,10 @@ def test_brats2020_layout_and_name_mapping(tmp_path):
     folders = write_dataset(tmp_path, dataset="brats2020", cases=3, seed=0, shape=SHAPE, progress=False)
     ids = [f"BraTS20_Training_{n:03d}" for n in (1, 2, 3)]
     assert folders == [tmp_path / i for i in ids]
-    assert sorted(p.name for p in tmp_path.iterdir()) == [*ids, "name_mapping.csv"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [*ids, "SYNTHETIC_DATA.json", "name_mapping.csv"]
+    assert is_synthetic_dataset(tmp_path) and is_synthetic_dataset(tmp_path.parent)  # found one level down too
+    (tmp_path / "real").mkdir()
+    assert not is_synthetic_dataset(tmp_path / "real")
     for case_id in ids:
         assert sorted(p.name for p in (tmp_path / case_id).iterdir()) == sorted(
             f"{case_id}_{k}.nii.gz" for k in KEYS
@@ -67,7 +71,7 @@ def test_brats2020_layout_and_name_mapping(tmp_path):
 def test_brats2021_layout(tmp_path):
     folders = write_dataset(tmp_path, dataset="brats2021", cases=2, seed=0, shape=SHAPE, progress=False)
     assert [f.name for f in folders] == ["BraTS2021_00000", "BraTS2021_00001"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["BraTS2021_00000", "BraTS2021_00001"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["BraTS2021_00000", "BraTS2021_00001", "SYNTHETIC_DATA.json"]
     assert sorted(p.name for p in folders[1].iterdir()) == sorted(f"BraTS2021_00001_{k}.nii.gz" for k in KEYS)
 
 

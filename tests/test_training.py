@@ -102,9 +102,8 @@ def test_resume_after_kill_has_every_epoch_once(tmp_path):
 
 def test_run_dir_layout_and_latest(tmp_path):
     run = RunDir.create(None, "paperX", root=tmp_path)
-    assert run.path.parent == tmp_path / "paperX"
-    for sub in (run.plots, run.logs, run.checkpoints):
-        assert sub.is_dir()
+    assert run.path.parent == tmp_path / "paperX" and run.path.is_dir()
+    assert {p.parent for p in (run.plots, run.logs, run.checkpoints)} == {run.path}
     assert {p.name for p in (run.config, run.split, run.history, run.results, run.table, run.model_keras,
                               run.saved_model)} == {"config.json", "split.json", "history.csv", "results.json",
                                                     "table.md", "model.keras", "saved_model"}
@@ -112,6 +111,7 @@ def test_run_dir_layout_and_latest(tmp_path):
 
     with pytest.raises(BratsKerasError, match="no run of paperX"):
         RunDir.latest("paperX", root=tmp_path)
+    run.checkpoints.mkdir()
     run.checkpoint_model.write_bytes(b"x")
     run.checkpoint_state.write_text(json.dumps({"epochs_done": 3, "callbacks": {}}))
     assert RunDir.latest("paperX", root=tmp_path) == run and run.checkpoint_epochs() == 3
@@ -141,6 +141,22 @@ def _tiny_model() -> keras.Model:
     x = keras.layers.BatchNormalization()(x)
     outputs = keras.layers.Conv2D(3, 1, activation="softmax")(x)
     return keras.Model(inputs, outputs)
+
+
+def test_compiled_model_reloads_in_a_fresh_process_after_importing_models(tmp_path):
+    from brats_keras.metrics import RegionDice
+    from brats_keras.losses import DiceLoss
+
+    model = _tiny_model()
+    model.compile(optimizer="adam", loss=DiceLoss(), metrics=[RegionDice([1, 2])])
+    model.save(tmp_path / "m.keras")
+    code = ("import keras, brats_keras.models\n"
+            f"m = keras.models.load_model({str(tmp_path / 'm.keras')!r})\n"
+            "print(type(m.loss).__name__)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1] == "DiceLoss"
 
 
 def test_export_reloads_and_saved_model_serves_without_the_package(tmp_path):

@@ -50,7 +50,10 @@ class SliceSettings:
     start: int = 22
     """First axial slice (paper 1 reference pipeline: 22)."""
     count: int = 100
-    """Number of consecutive axial slices per case (paper 1: 100, i.e. 22..121)."""
+    """Number of axial slices per case (paper 1: 100, i.e. 22..121)."""
+    step: int = 1
+    """Spacing of the chosen slices (1: consecutive). The window ``start .. start + count·step`` is
+    what whole-volume inference predicts, every slice of it."""
     size: int = 128
     """Output height and width (paper 1: 240 → 128)."""
     normalization: str = "max"
@@ -62,8 +65,9 @@ class SliceSettings:
         bad = [m for m in self.modalities if m not in MODALITIES]
         if bad or not self.modalities:
             raise ValueError(f"modalities: {list(self.modalities)} invalid; choose from {list(MODALITIES)}")
-        if self.start < 0 or self.count < 1:
-            raise ValueError(f"start/count: need start >= 0 and count >= 1, got {self.start}, {self.count}")
+        if self.start < 0 or self.count < 1 or self.step < 1:
+            raise ValueError(
+                f"start/count/step: need start >= 0, count >= 1, step >= 1; got {self.start}, {self.count}, {self.step}")
         if self.size < 1:
             raise ValueError(f"size: must be positive, got {self.size}")
         if self.normalization not in NORMALIZATIONS:
@@ -72,6 +76,11 @@ class SliceSettings:
     @property
     def channels(self) -> int:
         return len(self.modalities)
+
+    @property
+    def stop(self) -> int:
+        """One past the last slice of the window."""
+        return self.start + (self.count - 1) * self.step + 1
 
     def key(self) -> str:
         payload = json.dumps({"version": CACHE_FORMAT_VERSION, **asdict(self)}, sort_keys=True)
@@ -146,17 +155,17 @@ def prepare_case_slices(files: CaseFiles, settings: SliceSettings) -> tuple[np.n
     """Decode one case into ``x (n, S, S, C)`` float32 and ``y (n, S, S)`` uint8 class indices."""
     case = load_case(files, settings.modalities, with_label=True)
     depth = case.image.shape[2]
-    stop = settings.start + settings.count
-    if stop > depth:
+    if settings.stop > depth:
         raise DataError(
-            f"volume has {depth} axial slices; slices {settings.start}..{stop - 1} were requested",
+            f"volume has {depth} axial slices; slices {settings.start}..{settings.stop - 1} were requested",
             case=files.case_id,
             path=files.folder,
         )
+    chosen = slice(settings.start, settings.stop, settings.step)
     stats = normalization_stats(case.image, settings.normalization)
-    image = normalize_volume(case.image[:, :, settings.start : stop], settings.normalization, stats)
+    image = normalize_volume(case.image[:, :, chosen], settings.normalization, stats)
     x = resize_images(np.transpose(image, (2, 0, 1, 3)), settings.size)
-    labels = to_class_indices(case.label[:, :, settings.start : stop])
+    labels = to_class_indices(case.label[:, :, chosen])
     y = resize_labels(np.ascontiguousarray(np.transpose(labels, (2, 0, 1))), settings.size)
     return x, y
 

@@ -61,6 +61,8 @@ EMPTY_ET_FRACTION = 0.15
 """Probability that a drawn case has no enhancing tumour (labels 1 and 2 only)."""
 
 MIN_DIM = 16
+SYNTHETIC_MARKER = "SYNTHETIC_DATA.json"
+"""File written at the root of every synthetic set; real BraTS releases never contain it."""
 """Smallest grid size per axis :func:`synthesize_case` accepts."""
 
 NAME_MAPPING_HEADER = (
@@ -595,7 +597,16 @@ def write_dataset(
         pending.result()
     if layout is BRATS2020:
         _update_name_mapping(out_dir, grades)
+    write_atomic(out_dir / SYNTHETIC_MARKER, (
+        '{"synthetic": true, "generator": "brats_keras.data.synthetic", "note": "not patient data"}\n').encode())
     return folders
+
+
+def is_synthetic_dataset(root) -> bool:
+    """True for a folder written by :func:`write_dataset` (it leaves :data:`SYNTHETIC_MARKER`), so
+    experiments label their output as synthetic even when such a folder is passed as --data-dir."""
+    root = Path(root)
+    return (root / SYNTHETIC_MARKER).is_file() or any(p.is_file() for p in root.glob(f"*/{SYNTHETIC_MARKER}"))
 
 
 def ensure_synthetic_dataset(

@@ -123,11 +123,21 @@ def make_conv(spatial_dims: int, filters: int, kernel_size=3, *, strides=1, padd
     )
 
 
-def make_norm(norm: str, name: str | None = None):
-    """The normalisation layer for ``norm`` (channels-last), or ``None`` for ``"none"``."""
+def check_momentum(value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+        raise ValueError(f"norm_momentum must be a number in [0, 1), got {value!r}")
+    return float(value)
+
+
+def make_norm(norm: str, name: str | None = None, momentum: float = 0.99):
+    """The normalisation layer for ``norm`` (channels-last), or ``None`` for ``"none"``.
+
+    ``momentum`` is batch normalisation's moving-average momentum (Keras' default 0.99); it changes
+    only the statistics used at inference, not the layer's computation during training.
+    """
     norm = check_norm(norm)
     if norm == "batch":
-        return keras.layers.BatchNormalization(axis=-1, name=name)
+        return keras.layers.BatchNormalization(axis=-1, momentum=momentum, name=name)
     if norm == "instance":
         # One group per channel = instance normalisation (statistics over the spatial axes only).
         return keras.layers.GroupNormalization(groups=-1, axis=-1, name=name)
@@ -204,16 +214,19 @@ class ConvBlock(keras.layers.Layer):
         repeats: number of conv → norm → activation units (≥ 1).
         use_bias: whether the convolutions carry a bias (``True`` as in the papers' reference code).
         kernel_initializer: Keras initializer name or config for the convolutions.
+        norm_momentum: batch normalisation's moving-average momentum (Keras' default 0.99).
         name: layer name.
     """
 
     def __init__(self, filters, spatial_dims=2, kernel_size=3, norm="batch", activation="relu", dropout=0.0,
-                 repeats=2, use_bias=True, kernel_initializer="glorot_uniform", name=None, **kwargs):
+                 repeats=2, use_bias=True, kernel_initializer="glorot_uniform", norm_momentum=0.99, name=None,
+                 **kwargs):
         super().__init__(name=name, **kwargs)
         self.filters = check_positive_int(filters, "filters")
         self.spatial_dims = check_spatial_dims(spatial_dims)
         self.kernel_size = check_int_tuple(kernel_size, "kernel_size", self.spatial_dims)
         self.norm = check_norm(norm)
+        self.norm_momentum = check_momentum(norm_momentum)
         self.activation = check_activation(activation)
         self.dropout = check_dropout(dropout)
         self.repeats = check_positive_int(repeats, "repeats")
@@ -229,7 +242,7 @@ class ConvBlock(keras.layers.Layer):
         for i in range(self.repeats):
             self.convs.append(make_conv(self.spatial_dims, self.filters, self.kernel_size, use_bias=self.use_bias,
                                         kernel_initializer=self.kernel_initializer, name=f"conv{i}"))
-            self.norms.append(make_norm(self.norm, name=f"norm{i}"))
+            self.norms.append(make_norm(self.norm, name=f"norm{i}", momentum=self.norm_momentum))
             self.acts.append(make_activation(self.activation, name=f"act{i}"))
             between = i < self.repeats - 1 and self.dropout > 0
             self.drops.append(keras.layers.Dropout(self.dropout, name=f"drop{i}") if between else None)
@@ -265,6 +278,6 @@ class ConvBlock(keras.layers.Layer):
         config.update(
             filters=self.filters, spatial_dims=self.spatial_dims, kernel_size=list(self.kernel_size),
             norm=self.norm, activation=self.activation, dropout=self.dropout, repeats=self.repeats,
-            use_bias=self.use_bias, kernel_initializer=self.kernel_initializer,
+            use_bias=self.use_bias, kernel_initializer=self.kernel_initializer, norm_momentum=self.norm_momentum,
         )
         return config

@@ -17,6 +17,7 @@ from brats_keras.layers.conv import (
     conv_output_shape,
     make_activation,
     make_conv,
+    check_momentum,
     make_norm,
 )
 
@@ -66,14 +67,16 @@ class ResidualBlock(keras.layers.Layer):
         dropout: rate in [0, 1) between the two convolutions (Zagoruyko & Komodakis 2016).
         use_bias: whether the convolutions carry a bias.
         kernel_initializer: Keras initializer for the convolutions.
+        norm_momentum: batch normalisation's moving-average momentum (Keras' default 0.99).
         name: layer name.
     """
 
     def __init__(self, filters, spatial_dims=2, kernel_size=3, strides=1, norm="batch", activation="relu",
                  preactivation=True, stem=False, shortcut="auto", dropout=0.0, use_bias=True,
-                 kernel_initializer="glorot_uniform", name=None, **kwargs):
+                 kernel_initializer="glorot_uniform", norm_momentum=0.99, name=None, **kwargs):
         super().__init__(name=name, **kwargs)
         self.filters = check_positive_int(filters, "filters")
+        self.norm_momentum = check_momentum(norm_momentum)
         self.spatial_dims = check_spatial_dims(spatial_dims)
         self.kernel_size = check_int_tuple(kernel_size, "kernel_size", self.spatial_dims)
         self.strides = check_int_tuple(strides, "strides", self.spatial_dims)
@@ -94,17 +97,17 @@ class ResidualBlock(keras.layers.Layer):
         self.conv1 = make_conv(self.spatial_dims, self.filters, self.kernel_size, strides=self.strides,
                                name="conv1", **conv_kwargs)
         self.conv2 = make_conv(self.spatial_dims, self.filters, self.kernel_size, name="conv2", **conv_kwargs)
-        self.norm1 = make_norm(self.norm, name="norm1")
+        self.norm1 = make_norm(self.norm, name="norm1", momentum=self.norm_momentum)
         self.act1 = make_activation(self.activation, name="act1")
         self.drop = keras.layers.Dropout(self.dropout, name="drop") if self.dropout > 0 else None
         if self.preactivation:
             has_input_preact = not self.stem
-            self.norm0 = make_norm(self.norm, name="norm0") if has_input_preact else None
+            self.norm0 = make_norm(self.norm, name="norm0", momentum=self.norm_momentum) if has_input_preact else None
             self.act0 = make_activation(self.activation, name="act0") if has_input_preact else None
             self.norm2 = self.act_out = None
         else:
             self.norm0 = self.act0 = None
-            self.norm2 = make_norm(self.norm, name="norm2")
+            self.norm2 = make_norm(self.norm, name="norm2", momentum=self.norm_momentum)
             self.act_out = make_activation(self.activation, name="act_out")
         self.shortcut_conv = self.shortcut_norm = None
 
@@ -119,7 +122,7 @@ class ResidualBlock(keras.layers.Layer):
             self.shortcut_conv = make_conv(self.spatial_dims, self.filters, 1, strides=self.strides,
                                            use_bias=self.use_bias, kernel_initializer=self.kernel_initializer,
                                            name="shortcut_conv")
-            self.shortcut_norm = make_norm(self.norm, name="shortcut_norm")
+            self.shortcut_norm = make_norm(self.norm, name="shortcut_norm", momentum=self.norm_momentum)
             build_sequence([self.shortcut_conv, self.shortcut_norm], shape)
         build_sequence([self.norm0, self.act0, self.conv1, self.norm1, self.act1, self.drop, self.conv2,
                         self.norm2, self.act_out], shape)
@@ -162,6 +165,6 @@ class ResidualBlock(keras.layers.Layer):
             filters=self.filters, spatial_dims=self.spatial_dims, kernel_size=list(self.kernel_size),
             strides=list(self.strides), norm=self.norm, activation=self.activation,
             preactivation=self.preactivation, stem=self.stem, shortcut=self.shortcut, dropout=self.dropout,
-            use_bias=self.use_bias, kernel_initializer=self.kernel_initializer,
+            use_bias=self.use_bias, kernel_initializer=self.kernel_initializer, norm_momentum=self.norm_momentum,
         )
         return config

@@ -16,6 +16,13 @@ from brats_keras.models.registry import (
     unregister_model,
 )
 
+# Paper modules register their builders on import (keep these after the registry import).
+from brats_keras.models import paper1  # noqa: E402,F401  (registers unet2d, resunet2d, u_resunet)
+
+# A compiled model's .keras file names our losses and metrics too: importing them here means
+# `import brats_keras.models` is all keras.models.load_model needs (no custom_objects).
+from brats_keras import losses, metrics  # noqa: E402,F401
+
 __all__ = [
     "RegistryError",
     "create_model",

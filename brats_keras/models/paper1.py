@@ -1,0 +1,278 @@
+"""Paper 1's models: the plain 2D U-Net, the 2D ResUNet and their cascade, the U-ResUNet.
+
+Paper: the U-ResUnet thesis (``shared/papers/000_bacedb4591857e9e.txt``), chapter 4 ("Our proposed
+U-ResUnet model uses both the Unet and ResUnet model. First the input goes through the Unet network
+and the output of the Unet network then passes to the ResUnet network as input") and §5.5. The
+project's reading of it is ``shared/REPLICATION.md``, "Paper 1 — U-ResUNet"; the choices made where
+the text is silent or contradicts itself are listed in ``docs/paper1.md``.
+
+All three builders are registered (``create_model("u_resunet")``) and take channels-last slices
+``(batch, H, W, C)`` with ``H`` and ``W`` divisible by ``2 ** depth`` (16 for the paper's 4 levels);
+they return per-pixel class probabilities ``(batch, H, W, num_classes)``.
+
+Layer names follow one scheme, so a block can be looked up with ``model.get_layer``::
+
+    {prefix}_input
+    {prefix}_enc1                     first encoder block, full resolution
+    {prefix}_enc{i}[_pool]            encoder i (i ≥ 2) at H / 2**(i-1); U-Net: max-pool then ConvBlock
+    {prefix}_bridge[_pool]            the bottom, H / 2**depth
+    {prefix}_dec{j}_up / _concat      decoder j (j = 1 is the deepest): up-sampling, skip concatenation
+    {prefix}_dec{j}                   decoder j's ConvBlock / ResidualBlock
+    {prefix}_head                     1×1 convolution → softmax
+
+In the cascade the prefixes are ``{name}_unet`` and ``{name}_resunet``. ``block_summary`` groups a
+model's layers by these block names into a short Markdown table.
+"""
+
+from __future__ import annotations
+
+import re
+
+import keras
+
+from brats_keras.layers import ConvBlock, ResidualBlock
+from brats_keras.layers.conv import check_activation, check_positive_int
+from brats_keras.models.registry import register_model
+
+CASCADE_INPUTS = ("features", "probabilities")
+"""What the cascade's U-Net hands to its ResUNet: its last decoder feature map ``(H, W, filters)``
+(``"features"``, the default) or its softmax output ``(H, W, num_classes)`` (``"probabilities"``)."""
+
+PAPER_INPUT_SHAPE = (128, 128, 2)
+"""128 × 128 slices of two modalities (FLAIR, T1ce), as the paper states."""
+
+
+# --------------------------------------------------------------------------------------------
+# Argument checks
+# --------------------------------------------------------------------------------------------
+
+
+def _check_args(input_shape, num_classes, filters, depth, activation, output_activation, name):
+    """Validate the builders' shared arguments; return them normalised.
+
+    Raises ``ValueError`` naming the argument and the bad value.
+    """
+    depth = check_positive_int(depth, "depth")
+    if (not isinstance(input_shape, (tuple, list)) or len(input_shape) != 3
+            or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in input_shape)):
+        raise ValueError(f"input_shape must be (H, W, C) with three positive integers, got {input_shape!r}")
+    height, width, _ = input_shape
+    multiple = 2 ** depth
+    if height % multiple or width % multiple:
+        raise ValueError(
+            f"input_shape {tuple(input_shape)!r}: H and W must be divisible by 2**depth = {multiple} "
+            f"(depth={depth} pooling steps)"
+        )
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+        raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
+    filters = check_positive_int(filters, "filters")
+    activation = check_activation(activation, "activation")
+    output_activation = check_activation(output_activation, "output_activation")
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"name must be a non-empty string, got {name!r}")
+    return tuple(input_shape), num_classes, filters, depth, activation, output_activation, name
+
+
+# --------------------------------------------------------------------------------------------
+# Bodies (each network written once; the builders compose them)
+# --------------------------------------------------------------------------------------------
+
+
+def _unet_body(x, *, filters: int, depth: int, activation: str, prefix: str):
+    """The paper's U-Net without its head: ``(batch, H, W, C) → (batch, H, W, filters)``.
+
+    Encoder i (1..depth) is a ``ConvBlock`` of two 3×3 convolutions + ReLU with ``filters·2^(i-1)``
+    channels and no normalisation (the paper's U-Net has no batch norm); each later level starts
+    with a 2×2 max-pool. The bridge (max-pool, two 3×3 convolutions, ``filters·2^depth`` channels)
+    is the bottom: ``(H/16, W/16, 16·filters)``, 8×8×512 at 128² with 32 filters. Decoder j
+    (1..depth, deepest first) is a 2×2 transposed convolution with stride 2 halving the channels
+    ("upscaled from 8x8x512 to 16x16x256"), concatenation with encoder ``depth+1-j``'s output, and
+    two 3×3 convolutions + ReLU.
+    """
+    skips = []
+    for i in range(1, depth + 1):
+        if i > 1:
+            x = keras.layers.MaxPooling2D(2, name=f"{prefix}_enc{i}_pool")(x)
+        x = ConvBlock(filters * 2 ** (i - 1), norm="none", activation=activation, name=f"{prefix}_enc{i}")(x)
+        skips.append(x)
+    x = keras.layers.MaxPooling2D(2, name=f"{prefix}_bridge_pool")(x)
+    x = ConvBlock(filters * 2 ** depth, norm="none", activation=activation, name=f"{prefix}_bridge")(x)
+    for j in range(1, depth + 1):
+        level_filters = filters * 2 ** (depth - j)
+        x = keras.layers.Conv2DTranspose(level_filters, 2, strides=2, name=f"{prefix}_dec{j}_up")(x)
+        x = keras.layers.Concatenate(axis=-1, name=f"{prefix}_dec{j}_concat")([x, skips[depth - j]])
+        x = ConvBlock(level_filters, norm="none", activation=activation, name=f"{prefix}_dec{j}")(x)
+    return x
+
+
+def _resunet_body(x, *, filters: int, depth: int, activation: str, prefix: str, norm_momentum: float = 0.99):
+    """The paper's ResUNet (Zhang et al. 2018) without its head: ``(batch, H, W, C) → (batch, H, W, filters)``.
+
+    Encoder 1 is the stem, ``conv3×3 → BN → ReLU → conv3×3`` plus a projection shortcut
+    (``ResidualBlock(stem=True)``). Encoders 2..depth are pre-activated residual blocks
+    ``BN → ReLU → conv3×3 (stride 2) → BN → ReLU → conv3×3`` plus a projection shortcut, doubling
+    the channels. The bridge is the same residual block with stride 2 and ``filters·2^depth``
+    channels: ``(H/16, W/16, 16·filters)`` — stride 2 as the model chapter says (§5.5's "stride
+    value of 1" would leave the bridge at the 4th encoder's resolution and the ResUNet one level
+    shallower than the U-Net). Decoder j (deepest first) is 2×2 nearest up-sampling, concatenation
+    with encoder ``depth+1-j``'s output and a pre-activated residual block halving the channels.
+    """
+    skips = []
+    x = ResidualBlock(filters, stem=True, activation=activation, norm_momentum=norm_momentum, name=f"{prefix}_enc1")(x)
+    skips.append(x)
+    for i in range(2, depth + 1):
+        x = ResidualBlock(filters * 2 ** (i - 1), strides=2, activation=activation, norm_momentum=norm_momentum, name=f"{prefix}_enc{i}")(x)
+        skips.append(x)
+    x = ResidualBlock(filters * 2 ** depth, strides=2, activation=activation, norm_momentum=norm_momentum, name=f"{prefix}_bridge")(x)
+    for j in range(1, depth + 1):
+        x = keras.layers.UpSampling2D(2, name=f"{prefix}_dec{j}_up")(x)
+        x = keras.layers.Concatenate(axis=-1, name=f"{prefix}_dec{j}_concat")([x, skips[depth - j]])
+        x = ResidualBlock(filters * 2 ** (depth - j), activation=activation, norm_momentum=norm_momentum, name=f"{prefix}_dec{j}")(x)
+    return x
+
+
+def _head(x, *, num_classes: int, output_activation: str, prefix: str):
+    """1×1 convolution to ``num_classes`` channels with ``output_activation``: ``(batch, H, W, num_classes)``."""
+    return keras.layers.Conv2D(num_classes, 1, activation=output_activation, name=f"{prefix}_head")(x)
+
+
+# --------------------------------------------------------------------------------------------
+# Registered builders
+# --------------------------------------------------------------------------------------------
+
+
+@register_model("unet2d")
+def unet2d(input_shape=PAPER_INPUT_SHAPE, num_classes=4, filters=32, depth=4, activation="relu",
+           output_activation="softmax", name="unet2d") -> keras.Model:
+    """Paper 1's plain U-Net (its baseline, Fig. 4.2 / Fig. 6.3).
+
+    ``(batch, H, W, C) → (batch, H, W, num_classes)``; with the defaults ``(B, 128, 128, 2) →
+    (B, 128, 128, 4)``. ``depth`` encoders of two 3×3 conv + ReLU (no batch norm) with 2×2 max-pool,
+    a bridge of two 3×3 convolutions, ``depth`` decoders (2×2 transposed conv stride 2 halving the
+    channels, skip concatenation, two 3×3 convolutions) and a 1×1 convolution head. Channels
+    ``filters · (1, 2, 4, 8 | 16 | 8, 4, 2, 1)``: at 128² with ``filters=32`` the bridge is
+    8×8×512 and the first decoder's transposed convolution gives 16×16×256, as the paper says.
+
+    Args:
+        input_shape: ``(H, W, C)``, ``H`` and ``W`` divisible by ``2 ** depth``.
+        num_classes: output channels (≥ 2); BraTS classes {0, 1, 2, 3}.
+        filters: channels of the first level (32 so that the bottom is 8×8×512).
+        depth: number of encoder / decoder levels (the paper: 4).
+        activation: activation of every 3×3 convolution.
+        output_activation: head activation; ``"softmax"`` for categorical cross-entropy.
+        name: model name and layer-name prefix.
+    """
+    input_shape, num_classes, filters, depth, activation, output_activation, name = _check_args(
+        input_shape, num_classes, filters, depth, activation, output_activation, name)
+    inputs = keras.Input(input_shape, name=f"{name}_input")
+    x = _unet_body(inputs, filters=filters, depth=depth, activation=activation, prefix=name)
+    outputs = _head(x, num_classes=num_classes, output_activation=output_activation, prefix=name)
+    return keras.Model(inputs, outputs, name=name)
+
+
+@register_model("resunet2d")
+def resunet2d(input_shape=PAPER_INPUT_SHAPE, num_classes=4, filters=32, depth=4, activation="relu",
+              output_activation="softmax", norm_momentum=0.99, name="resunet2d") -> keras.Model:
+    """Paper 1's ResUNet (Fig. 4.3; Zhang, Liu & Wang 2018, "Road extraction by deep residual U-Net").
+
+    ``(batch, H, W, C) → (batch, H, W, num_classes)``. Stem encoder (conv, BN, ReLU, conv +
+    projection shortcut), ``depth - 1`` pre-activated residual encoders with stride 2 doubling the
+    channels, a residual bridge with stride 2 (``(H/16, W/16, 16·filters)``, 8×8×512 at 128² with
+    ``filters=32``, the same depth as the U-Net; the paper's §5.5 also mentions stride 1 — see
+    ``docs/paper1.md``), ``depth`` decoders (2×2 up-sampling, skip concatenation, residual block
+    halving the channels) and a 1×1 convolution head. The head is a softmax although the text says
+    sigmoid, because the loss is categorical cross-entropy over 4 classes (REPLICATION.md).
+
+    Args: as ``unet2d``, plus ``norm_momentum``: the batch-normalisation moving-average momentum
+    (Keras' default 0.99; it only affects the statistics used at inference).
+    """
+    input_shape, num_classes, filters, depth, activation, output_activation, name = _check_args(
+        input_shape, num_classes, filters, depth, activation, output_activation, name)
+    inputs = keras.Input(input_shape, name=f"{name}_input")
+    x = _resunet_body(inputs, filters=filters, depth=depth, activation=activation, prefix=name,
+                      norm_momentum=norm_momentum)
+    outputs = _head(x, num_classes=num_classes, output_activation=output_activation, prefix=name)
+    return keras.Model(inputs, outputs, name=name)
+
+
+@register_model("u_resunet")
+def u_resunet(input_shape=PAPER_INPUT_SHAPE, num_classes=4, filters=32, cascade_input="features", depth=4,
+              activation="relu", output_activation="softmax", norm_momentum=0.99, name="u_resunet") -> keras.Model:
+    """Paper 1's proposed U-ResUNet: the U-Net followed by the ResUNet, trained end to end (Fig. 4.1).
+
+    ``(batch, H, W, C) → U-Net → (batch, H, W, C') → ResUNet → (batch, H, W, num_classes)``.
+    The text only says "the output of the Unet network then passes to the ResUnet network as
+    input"; ``cascade_input`` picks what that output is:
+
+    - ``"features"`` (default, REPLICATION.md choice): the U-Net's last decoder feature map,
+      ``C' = filters``; the U-Net has no head of its own.
+    - ``"probabilities"``: the U-Net's own 1×1 head (``output_activation``), ``C' = num_classes``.
+
+    Only the ResUNet's head gives the model's output; there is no auxiliary loss on the U-Net, so
+    its weights learn through the ResUNet. Layer prefixes: ``{name}_unet`` and ``{name}_resunet``.
+
+    Args:
+        cascade_input: ``"features"`` or ``"probabilities"``, see above.
+        norm_momentum: the ResUNet's batch-normalisation momentum, as in ``resunet2d``.
+        others: as ``unet2d``; ``filters`` and ``depth`` apply to both networks.
+    """
+    input_shape, num_classes, filters, depth, activation, output_activation, name = _check_args(
+        input_shape, num_classes, filters, depth, activation, output_activation, name)
+    if cascade_input not in CASCADE_INPUTS:
+        raise ValueError(f"cascade_input must be one of {CASCADE_INPUTS}, got {cascade_input!r}")
+    inputs = keras.Input(input_shape, name=f"{name}_input")
+    x = _unet_body(inputs, filters=filters, depth=depth, activation=activation, prefix=f"{name}_unet")
+    if cascade_input == "probabilities":
+        x = _head(x, num_classes=num_classes, output_activation=output_activation, prefix=f"{name}_unet")
+    x = _resunet_body(x, filters=filters, depth=depth, activation=activation, prefix=f"{name}_resunet",
+                      norm_momentum=norm_momentum)
+    outputs = _head(x, num_classes=num_classes, output_activation=output_activation, prefix=f"{name}_resunet")
+    return keras.Model(inputs, outputs, name=name)
+
+
+# --------------------------------------------------------------------------------------------
+# Compact summary
+# --------------------------------------------------------------------------------------------
+
+_BLOCK_RE = re.compile(r"^(.*_(?:enc\d+|bridge|dec\d+|head))(?:_(?:pool|up|concat))?$")
+
+
+def block_of(layer_name: str) -> str:
+    """The block a layer belongs to: ``"unet2d_dec1_up"`` → ``"unet2d_dec1"``; other names unchanged."""
+    match = _BLOCK_RE.match(layer_name)
+    return match.group(1) if match else layer_name
+
+
+def _format_shape(shape) -> str:
+    return "×".join("?" if n is None else str(n) for n in tuple(shape)[1:])
+
+
+def block_summary(model: keras.Model) -> str:
+    """A Markdown table with one row per block: name, layers, output shape, parameters.
+
+    ``model`` is a functional model whose layers are each called once (as this module's are).
+    Consecutive layers whose names share a block (``block_of``: the helper
+    layers ``_pool``, ``_up`` and ``_concat`` join their block) form one row; the output shape
+    (batch axis dropped, ``H×W×C``) is the block's last layer's; parameters count trainable and
+    non-trainable weights (batch-norm moving statistics included), as ``model.count_params()``.
+    A final row gives the total.
+    """
+    if not isinstance(model, keras.Model) or not hasattr(model, "layers"):
+        raise ValueError(f"model must be a built keras.Model, got {type(model).__name__}")
+    rows: list[list] = []  # [block, [layer class names], shape, params]
+    for layer in model.layers:
+        block = block_of(layer.name)
+        kind = type(layer).__name__
+        shape = _format_shape(layer.output.shape)
+        params = layer.count_params() if layer.built else 0
+        if rows and rows[-1][0] == block:
+            rows[-1][1].append(kind)
+            rows[-1][2] = shape
+            rows[-1][3] += params
+        else:
+            rows.append([block, [kind], shape, params])
+    lines = ["| block | layers | output shape | params |", "|---|---|---|---:|"]
+    for block, kinds, shape, params in rows:
+        lines.append(f"| `{block}` | {' + '.join(kinds)} | {shape} | {params:,} |")
+    lines.append(f"| **total** | | | **{model.count_params():,}** |")
+    return "\n".join(lines)
