@@ -203,6 +203,21 @@ class ResumableCheckpoint(keras.callbacks.Callback):
         atomic_write_json(self.run.checkpoint_state, {"epochs_done": epoch + 1, "callbacks": states})
 
 
+def resumable_callbacks(callbacks: Sequence[keras.callbacks.Callback]) -> dict[str, Any]:
+    """Callbacks with ``state()``/``load_state()``, keyed by class name; a second instance of the
+    same class gets ``_2``, ``_3``... so each keeps its own entry in the checkpoint."""
+    out: dict[str, Any] = {}
+    for cb in callbacks:
+        if hasattr(cb, "state") and hasattr(cb, "load_state"):
+            base = type(cb).__name__
+            key, n = base, 1
+            while key in out:
+                n += 1
+                key = f"{base}_{n}"
+            out[key] = cb
+    return out
+
+
 def load_checkpoint(run: RunDir, resumables: dict[str, Any]) -> tuple[keras.Model, int, dict[str, list[float]]]:
     """Model, epochs done and the history (truncated to those epochs) of an interrupted run."""
     if not run.has_checkpoint():
@@ -245,7 +260,7 @@ def fit(
     (every epoch once, resumed or not).
     """
     strategy = strategy or select_strategy("one")
-    resumables = {type(cb).__name__: cb for cb in callbacks if hasattr(cb, "state") and hasattr(cb, "load_state")}
+    resumables = resumable_callbacks(callbacks)
     with strategy.scope():
         if resume and run.has_checkpoint():
             model, initial_epoch, history = load_checkpoint(run, resumables)

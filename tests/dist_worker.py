@@ -79,9 +79,6 @@ def multiworker():
     from brats_keras.training import global_batch_size, select_strategy
 
     strategy = select_strategy("auto")
-    if os.environ.get("KERAS_TB_DEBUG"):
-        import keras
-        keras.config.disable_traceback_filtering()
     x, y = data(64)
     batch = global_batch_size(8, strategy)
     ds = tf.data.Dataset.from_tensor_slices((x, y)).repeat().batch(batch)

@@ -100,6 +100,16 @@ def test_resume_after_kill_has_every_epoch_once(tmp_path):
     assert again["epochs"] == 4 and len(run.history.read_text().strip().splitlines()) == 5
 
 
+def test_resumable_callbacks_get_distinct_keys():
+    from brats_keras.callbacks import DwellLearningRate, EpochTable
+    from brats_keras.training import resumable_callbacks
+
+    a, b = EpochTable(keys=["loss"]), EpochTable(keys=["loss"], epochs=[5])
+    dwell = DwellLearningRate(verbose=False)
+    keyed = resumable_callbacks([a, keras.callbacks.History(), dwell, b])
+    assert keyed == {"EpochTable": a, "DwellLearningRate": dwell, "EpochTable_2": b}
+
+
 def test_run_dir_layout_and_latest(tmp_path):
     run = RunDir.create(None, "paperX", root=tmp_path)
     assert run.path.parent == tmp_path / "paperX" and run.path.is_dir()
