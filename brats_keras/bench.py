@@ -1,6 +1,7 @@
 """Benchmarks that print figures (never timed unit tests).
 
     python -m brats_keras.bench pipeline --data-dir DIR [--json PATH]
+    python -m brats_keras.bench train3d [--models ...] [--batch-sizes 1,2] [--size 128] [--json PATH]
 
 ``pipeline`` measures, on the same BraTS-layout folder:
 
@@ -15,13 +16,21 @@
 * 3D: volumes/s of the paper 2 loader over pre-processed ``.npy`` cases (batch 2), and the
   pre-processing time per case;
 * peak resident memory of the process.
+
+``train3d`` measures paper 2's networks as the experiment compiles them (Adam, Dice + focal loss,
+accuracy, IoU) on random 128³ × 3 volumes: seconds per training step (median after a warm-up step),
+seconds per forward pass, and peak memory per (model, batch size). Each configuration runs in its
+own process, so peak host memory (``ru_maxrss``) is that configuration's alone; on a GPU the device's
+peak is read from the backend (JAX ``memory_stats``, TensorFlow ``get_memory_info``).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import resource
+import subprocess
 import sys
 import tempfile
 import time
@@ -176,6 +185,77 @@ def bench_pipeline(data_dir: str | Path, *, epochs: int = 5, reference_cases: in
     return results
 
 
+def _device_peak_mb() -> float | None:
+    """Peak accelerator memory of this process in MB, or ``None`` on CPU."""
+    import keras
+
+    if keras.backend.backend() == "jax":
+        import jax
+
+        device = jax.devices()[0]
+        if device.platform == "cpu":
+            return None
+        stats = device.memory_stats() or {}
+        return round(stats.get("peak_bytes_in_use", 0) / 2**20, 1)
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        if not tf.config.list_physical_devices("GPU"):
+            return None
+        return round(tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**20, 1)
+    return None
+
+
+def bench_train3d_one(model_name: str, batch_size: int, size: int, steps: int = 2, jit_compile="auto") -> dict:
+    """One (model, batch size) configuration in this process: step times and peak memory."""
+    import keras
+
+    from brats_keras.configs.base import TrainConfig, make_optimizer
+    from brats_keras.configs.paper2 import paper2_loss, paper2_metrics
+    from brats_keras.models import create_model
+
+    rng = np.random.default_rng(0)
+    x = rng.uniform(size=(batch_size, size, size, size, 3)).astype("float32")
+    y = np.eye(4, dtype="float32")[rng.integers(0, 4, size=(batch_size, size, size, size))]
+    model = create_model(model_name, input_shape=(size, size, size, 3))
+    model.compile(optimizer=make_optimizer(TrainConfig(epochs=1, batch_size=batch_size, learning_rate=1e-4)),
+                  loss=paper2_loss(), metrics=paper2_metrics(), jit_compile=jit_compile)
+    times = []
+    for _ in range(steps + 1):  # the first step traces / compiles
+        t0 = time.perf_counter()
+        model.train_on_batch(x, y)
+        times.append(time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    model.predict_on_batch(x)
+    model.predict_on_batch(x)
+    forward = (time.perf_counter() - t0) / 2
+    return {"model": model_name, "batch_size": batch_size, "size": size, "backend": keras.backend.backend(),
+            "jit_compile": jit_compile,
+            "first_step_s": round(times[0], 2), "step_s": round(float(np.median(times[1:])), 2),
+            "forward_s": round(forward, 2), "peak_host_mb": round(peak_rss_mb(), 1),
+            "peak_device_mb": _device_peak_mb()}
+
+
+def bench_train3d(models, batch_sizes, size: int, steps: int = 2, jit_compile="auto") -> list[dict]:
+    """Every (model, batch size) in a fresh subprocess; one result dict each (or an ``error``)."""
+    rows = []
+    for model_name in models:
+        for batch in batch_sizes:
+            cmd = [sys.executable, "-m", "brats_keras.bench", "train3d-one", "--model", model_name,
+                   "--batch-size", str(batch), "--size", str(size), "--steps", str(steps),
+                   "--jit-compile", str(jit_compile)]
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+            if proc.returncode == 0 and lines:
+                rows.append(json.loads(lines[-1]))
+            else:  # e.g. out of memory: recorded, the other configurations still run
+                tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+                rows.append({"model": model_name, "batch_size": batch, "size": size,
+                             "error": f"exit {proc.returncode}: {tail[:300]}"})
+            print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
 def _print_table(results: dict) -> None:
     width = max(len(k) for k in results)
     for key, value in results.items():
@@ -192,8 +272,33 @@ def main(argv=None) -> int:
     p.add_argument("--json", help="also write the figures to this JSON file")
     p.add_argument("--epochs", type=int, default=5, help="cached epochs to time (default 5)")
     p.add_argument("--reference-cases", type=int, default=8, help="cases the reference generator decodes (default 8)")
+    p = sub.add_parser("train3d", help="paper 2's 3D U-Nets: step time and peak memory per batch size")
+    p.add_argument("--models", default="unet3d_simple,unet3d_modified,unet3d_spatial_attention",
+                   help="comma-separated registered model names (default: paper 2's three)")
+    p.add_argument("--batch-sizes", default="1,2", help="comma-separated batch sizes (default 1,2)")
+    p.add_argument("--size", type=int, default=128, help="crop edge in voxels (default 128, the paper's)")
+    p.add_argument("--steps", type=int, default=2, help="timed training steps after the warm-up one (default 2)")
+    p.add_argument("--jit-compile", choices=("auto", "True", "False"), default="auto",
+                   help="XLA for the train step: auto (Keras' rule: not on CPU), True, False")
+    p.add_argument("--json", help="also write the figures to this JSON file")
+    p = sub.add_parser("train3d-one", help=argparse.SUPPRESS)
+    p.add_argument("--jit-compile", choices=("auto", "True", "False"), default="auto")
+    p.add_argument("--model", required=True)
+    p.add_argument("--batch-size", type=int, required=True)
+    p.add_argument("--size", type=int, required=True)
+    p.add_argument("--steps", type=int, default=2)
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    jit = {"auto": "auto", "True": True, "False": False}.get(getattr(args, "jit_compile", "auto"))
+    if args.command == "train3d-one":
+        print(json.dumps(bench_train3d_one(args.model, args.batch_size, args.size, args.steps, jit)), flush=True)
+        return 0
+    if args.command == "train3d":
+        rows = bench_train3d(args.models.split(","), [int(b) for b in args.batch_sizes.split(",")], args.size,
+                             args.steps, jit)
+        if args.json:
+            atomic_write_json(args.json, {"train3d": rows})
+        return 1 if any("error" in row for row in rows) else 0
     results = bench_pipeline(args.data_dir, epochs=args.epochs, reference_cases=args.reference_cases)
     _print_table(results)
     if args.json:

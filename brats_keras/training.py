@@ -101,6 +101,21 @@ def _multi_worker_strategy():
     return NestedReduceMultiWorkerMirroredStrategy()
 
 
+def inference_without_xla_on_cpu(model: keras.Model) -> keras.Model:
+    """Drop XLA from ``model``'s predict / evaluate functions when no GPU is visible.
+
+    A model compiled with ``jit_compile=True`` for its training memory (paper 2 at 128³) predicts
+    about 5× slower under XLA on a CPU (docs/paper2.md), while inference alone needs no such memory
+    saving. On a GPU the model is left as compiled. Returns ``model``.
+    """
+    tf = _tf()
+    if model.jit_compile and not tf.config.list_physical_devices("GPU"):
+        model.jit_compile = False
+        model.predict_function = None
+        model.test_function = None
+    return model
+
+
 def global_batch_size(per_replica: int, strategy) -> int:
     """Per-replica batch × replicas in sync (the batch size the tf.data pipeline must use)."""
     if per_replica < 1:

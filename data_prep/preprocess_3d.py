@@ -11,7 +11,12 @@ Re-running resumes: unchanged cases are not processed again.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
+from pathlib import Path
+
+if importlib.util.find_spec("brats_keras") is None:  # run as a script from a checkout not pip-installed
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from brats_keras.data.volumes3d import REFERENCE_CROP, SCALINGS, Preprocess3DSettings, parse_crop, preprocess_dataset_3d
 from brats_keras.errors import cli_errors

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import csv
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -41,3 +45,19 @@ def write_case(root: Path, case_id: str, images: dict, label: np.ndarray | None,
     if label is not None:
         save_nifti(folder / (label_name or f"{case_id}_seg{suffix}"), label)
     return folder
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_experiment(script: Path, *args, cache, timeout=900) -> subprocess.CompletedProcess:
+    """Run an experiment script in a subprocess with its own cache folder."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "BRATS_KERAS_CACHE": str(cache)}
+    return subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, cwd=REPO, env=env,
+                          timeout=timeout)
+
+
+def history_epochs(path: Path) -> list[int]:
+    """The epoch column of a run's ``history.csv``."""
+    with open(path, newline="") as fh:
+        return [int(row["epoch"]) for row in csv.DictReader(fh)]

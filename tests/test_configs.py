@@ -53,3 +53,24 @@ def test_bad_train_config():
         TrainConfig(epochs=1, batch_size=1, optimizer="lion")
     with pytest.raises(ValueError, match="learning_rate"):
         TrainConfig(epochs=1, batch_size=1, learning_rate=0)
+
+
+def test_paper2_profiles():
+    from brats_keras.configs.paper2 import QUICK_CROP, TABLE_III, TABLE_IV, paper2_config
+
+    paper, quick = paper2_config(), paper2_config(quick=True)
+    # the paper's numbers (Table II, §VIII) and the 128³ reference crop
+    assert (paper.train.learning_rate, paper.train.batch_size, paper.train.epochs) == (1e-4, 2, 100)
+    assert paper.data.input_shape == (128, 128, 128, 3) and paper.data.val_fraction == 0.25
+    assert paper.train.jit_compile is True  # XLA: 6.8 GB instead of 19.6 GB at 128³, batch 2 (docs/paper2.md)
+    assert "norm_momentum" not in paper.model.options and not paper.data.filter_test_cohort
+    # the quick profile changes data, schedule and BN momentum, never the batch size or the networks
+    assert quick.data.input_shape == (32, 32, 32, 3) and quick.data.preprocess.crop == QUICK_CROP
+    assert quick.train.batch_size == 2 and quick.train.learning_rate == 1e-3 and quick.train.jit_compile == "auto"
+    assert quick.model.options["norm_momentum"] == 0.9
+    assert {k for k, _ in TABLE_IV} == set(TABLE_III)
+    # the external cohort keeps every case unless asked otherwise
+    assert paper.data.test_preprocess().min_tumour_fraction is None
+    assert paper.data.test_preprocess().crop == paper.data.preprocess.crop
+    with pytest.raises(ValueError, match="jit_compile"):
+        TrainConfig(epochs=1, batch_size=1, jit_compile="yes")

@@ -2,30 +2,19 @@
 
 from __future__ import annotations
 
-import csv
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers import REPO, history_epochs, run_experiment
+
 SCRIPT = REPO / "experiments" / "paper1_u_resunet.py"
 TINY = ["--epochs", "1", "--batch-size", "8", "--slice-start", "5", "--slice-count", "30", "--image-size", "32",
         "--filters", "4"]
 
 
-def run_script(*args, cache, timeout=600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "BRATS_KERAS_CACHE": str(cache)}
-    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, cwd=REPO, env=env,
-                          timeout=timeout)
-
-
-def history_epochs(path: Path) -> list[int]:
-    with open(path, newline="") as fh:
-        return [int(row["epoch"]) for row in csv.DictReader(fh)]
+def run_script(*args, cache, timeout=600):
+    return run_experiment(SCRIPT, *args, cache=cache, timeout=timeout)
 
 
 @pytest.mark.slow

@@ -361,3 +361,116 @@ def test_classification_report_rejects_bad_inputs():
         rp.classification_report([0, 2], [0, 1], ["a", "b"])  # class index beyond the names
     with pytest.raises(ValueError, match="distinct"):
         rp.classification_report([0, 1], [0, 1], ["a", "a"])
+
+
+# --------------------------------------------------------------------------- 3-D volume overlay
+
+VOLUME_SHAPE = (16, 20, 12)
+
+
+def tumour_volume(corner=(2, 3, 7), size=3, label=3):
+    """A zero image and a cube tumour of ``label`` whose far corner is ``corner + size`` (exclusive)."""
+    image = np.zeros(VOLUME_SHAPE)
+    truth = np.zeros(VOLUME_SHAPE, dtype=np.int64)
+    i, j, k = corner
+    truth[i:i + size, j:j + size, k:k + size] = label
+    return image, truth
+
+
+def yellow_blobs(pixels):
+    """Connected yellow (enhancing-tumour colour over black) regions per column third, above the legend."""
+    from scipy import ndimage
+
+    body = pixels[: int(pixels.shape[0] * 0.9), :, :3]
+    yellow = (body[..., 0] > 0.4) & (body[..., 1] > 0.35) & (body[..., 2] < 0.15)
+    third = body.shape[1] // 3
+    return [ndimage.label(yellow[:, c * third:(c + 1) * third])[1] for c in range(3)]
+
+
+def test_plot_volume_overlay_png_cuts_through_the_truth_centroid(tmp_path):
+    image, truth = tumour_volume()  # the cube misses every plane through the volume centre (8, 10, 6)
+    out = rp.plot_volume_overlay(image, truth, np.zeros_like(truth), tmp_path / "vol.png", num_classes=4,
+                                 title="volume", synthetic=True, figsize=(6, 7), dpi=40)
+    assert out == tmp_path / "vol.png"
+    pixels = check_png(out, 6, 7, 40)
+    # One yellow blob per plane in the ground-truth column only: every row's plane goes through the cube.
+    assert yellow_blobs(pixels) == [0, 3, 0]
+
+
+def test_plot_volume_overlay_explicit_center_misses_the_tumour(tmp_path):
+    image, truth = tumour_volume()
+    out = rp.plot_volume_overlay(image, truth, truth, tmp_path / "vol.png", center=(8, 10, 0),
+                                 figsize=(6, 7), dpi=40)
+    pixels = check_png(out, 6, 7, 40)
+    assert yellow_blobs(pixels) == [0, 0, 0]  # x=8, y=10, z=0: all three planes miss the cube
+
+
+def test_plot_volume_overlay_one_hot_and_channels_draw_the_same_figure(tmp_path):
+    rng = np.random.default_rng(3)
+    image = rng.normal(100.0, 20.0, VOLUME_SHAPE + (2,))  # two channels: the first is the one drawn
+    _, truth = tumour_volume(label=2)
+    truth[4:6, 5:7, 8:10] = 1
+    pred = np.roll(truth, 1, axis=0)
+    eye = np.eye(4)
+    size = {"figsize": (5, 6), "dpi": 30}
+    plain = rp.plot_volume_overlay(image[..., 0], truth, pred, tmp_path / "a" / "plain.png", **size)
+    one_hot = rp.plot_volume_overlay(image, eye[truth], eye[pred], tmp_path / "b" / "onehot.png", **size)
+    second = rp.plot_volume_overlay(image[..., 1], truth, pred, tmp_path / "c" / "second.png", **size)
+    a, b, c = (check_png(path, 5, 6, 30) for path in (plain, one_hot, second))
+    np.testing.assert_array_equal(a, b)  # one-hot masks and (X, Y, Z, C) images: same figure
+    assert not np.array_equal(a, c)  # and the channels do look different
+
+
+def test_orthogonal_planes_orientation():
+    x, y, z = VOLUME_SHAPE
+    volume = np.zeros(VOLUME_SHAPE)
+    volume[0, 0, z - 1] = 1  # subject's right, anterior, superior corner in BraTS voxel order
+    axial, coronal, sagittal = rp.orthogonal_planes(volume, (0, 0, z - 1))
+    assert axial.shape == (y, x) and coronal.shape == (z, x) and sagittal.shape == (z, y)
+    assert axial[0, 0] == 1  # axial: anterior at the top, subject's right on the screen's left
+    assert coronal[0, 0] == 1  # coronal: superior at the top, subject's right on the left
+    assert sagittal[0, 0] == 1  # sagittal: superior at the top, anterior on the left
+    assert axial.sum() == coronal.sum() == sagittal.sum() == 1
+    assert [name for name, _, _ in rp.VOLUME_PLANES] == ["axial", "coronal", "sagittal"]
+
+
+def test_overlay_center_truth_centroid_then_prediction_then_volume_centre():
+    _, truth = tumour_volume(corner=(2, 3, 7), size=3)
+    truth[2, 3, 7] = 0  # an off-centre hole moves the centroid slightly; rounding keeps (3, 4, 8)
+    pred = np.zeros_like(truth)
+    pred[10:14, 12:14, 1:2] = 2
+    assert rp.overlay_center(truth, pred) == (3, 4, 8)
+    assert all(isinstance(v, int) for v in rp.overlay_center(truth, pred))
+    elongated = np.zeros_like(truth)
+    elongated[5, 6, 2:6] = 1  # centroid z = 3.5 -> rounds to the nearest voxel (4, half to even)
+    assert rp.overlay_center(elongated, pred) == (5, 6, 4)
+    assert rp.overlay_center(np.zeros_like(truth), pred) == (12, 12, 1)  # no tumour in the truth: pred's
+    assert rp.overlay_center(np.zeros_like(truth), np.zeros_like(truth)) == (8, 10, 6)  # volume centre
+    assert rp.overlay_center(np.eye(4)[truth], np.eye(4)[pred]) == (3, 4, 8)  # one-hot accepted
+    with pytest.raises(ValueError, match="pred"):
+        rp.overlay_center(truth, pred[:, :, :-1])
+
+
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        ({"truth": np.zeros((16, 20, 11), int)}, "truth: shape"),
+        ({"pred": np.zeros((16, 19, 12), int)}, "pred: shape"),
+        ({"image": np.zeros((16, 20))}, "image"),
+        ({"center": (16, 0, 0)}, "center"),
+        ({"center": (0, -1, 0)}, "center"),
+        ({"center": (0, 0)}, "center"),
+        ({"center": (1.5, 2, 3)}, "center"),
+        ({"pred": np.full(VOLUME_SHAPE, 4)}, "pred: labels must be in 0..3"),
+        ({"truth": np.full(VOLUME_SHAPE, -1)}, "truth: labels"),
+        ({"num_classes": 2}, r"truth: labels must be in 0\.\.1"),
+        ({"pred": np.full(VOLUME_SHAPE, 0.5)}, "integer"),
+    ],
+)
+def test_plot_volume_overlay_rejects_bad_inputs(tmp_path, change, match):
+    image, truth = tumour_volume()
+    kwargs = {"image": image, "truth": truth, "pred": truth, "out_png": tmp_path / "bad.png"}
+    kwargs.update(change)
+    with pytest.raises(ValueError, match=match):
+        rp.plot_volume_overlay(**kwargs)
+    assert not any(tmp_path.iterdir())

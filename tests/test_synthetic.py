@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import gzip
 import hashlib
 import subprocess
 import sys
@@ -13,10 +14,12 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from brats_keras.data.layout import BRATS_AFFINE, LABEL_KEY, MISNAMED_LABELS, MODALITIES
+from brats_keras.data.layout import BRATS_AFFINE, BRATS_SHAPE, LABEL_KEY, MISNAMED_LABELS, MODALITIES
 from brats_keras.data.synthetic import (
     NAME_MAPPING_HEADER,
+    grid_affine,
     is_synthetic_dataset,
+    nifti_bytes,
     save_case_figure,
     synthesize_case,
     template_tissue_maps,
@@ -108,11 +111,23 @@ def test_dtypes_affine_and_zooms(tmp_path):
         assert img.shape == SHAPE
         assert img.get_data_dtype() == (np.uint8 if key == LABEL_KEY else np.int16)
         assert np.asarray(img.dataobj).dtype == (np.uint8 if key == LABEL_KEY else np.int16)
-        np.testing.assert_array_equal(img.affine, BRATS_AFFINE)
-        assert img.header.get_zooms() == (1.0, 1.0, 1.0)
+        # a reduced grid spans the same field of view as 240x240x155 at 1 mm, with larger voxels
+        np.testing.assert_allclose(img.header.get_zooms(), np.divide(BRATS_SHAPE, SHAPE), rtol=1e-6)
+        np.testing.assert_allclose(np.abs(img.affine[:3, :3]), np.diag(np.divide(BRATS_SHAPE, SHAPE)), atol=1e-12)
         assert int(img.header["qform_code"]) in (1, 2) and int(img.header["sform_code"]) in (1, 2)
-        np.testing.assert_array_equal(img.get_qform(), BRATS_AFFINE)
-        np.testing.assert_array_equal(img.get_sform(), BRATS_AFFINE)
+        np.testing.assert_allclose(img.get_qform(), img.affine, atol=1e-5)
+        np.testing.assert_allclose(img.get_sform(), img.affine, atol=1e-5)
+        # world coordinates of the grid's centre are those of the full-size grid's centre
+        centre = img.affine @ np.append((np.asarray(SHAPE) - 1) / 2, 1.0)
+        full_centre = BRATS_AFFINE @ np.append((np.asarray(BRATS_SHAPE) - 1) / 2, 1.0)
+        np.testing.assert_allclose(centre, full_centre, atol=1e-9)
+
+
+def test_full_size_grid_has_the_brats_affine():
+    np.testing.assert_array_equal(grid_affine(BRATS_SHAPE), BRATS_AFFINE)
+    header = nib.Nifti1Image.from_bytes(gzip.decompress(nifti_bytes(np.zeros((240, 240, 155), np.uint8)))).header
+    assert header.get_zooms() == (1.0, 1.0, 1.0)
+    np.testing.assert_array_equal(header.get_best_affine(), BRATS_AFFINE)
 
 
 def test_arrays_dtypes_and_label_values(enhancing_case):

@@ -15,7 +15,7 @@ import pytest
 
 from brats_keras.experiment import Default, experiment_parser, resolve_run
 from brats_keras.export import check_exports, export_model
-from brats_keras.training import RunDir, global_batch_size, select_strategy
+from brats_keras.training import RunDir, global_batch_size, inference_without_xla_on_cpu, select_strategy
 
 REPO = Path(__file__).resolve().parents[1]
 WORKER = REPO / "tests" / "dist_worker.py"
@@ -193,3 +193,18 @@ def test_export_reloads_and_saved_model_serves_without_the_package(tmp_path):
     export_model(model, tmp_path / "model.keras", tmp_path / "saved_model")
     assert not [p for p in tmp_path.iterdir() if ".tmp" in p.name or p.name.endswith(".old")]
     assert oct((tmp_path / "model.keras").stat().st_mode & 0o777) != oct(0o600)
+
+
+def test_xla_trained_model_predicts_without_xla_on_cpu():
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(inputs))
+    model.compile(optimizer="adam", loss="categorical_crossentropy", jit_compile=True)
+    x = np.random.default_rng(0).normal(size=(8, 4)).astype("float32")
+    y = np.eye(3, dtype="float32")[np.arange(8) % 3]
+    model.train_on_batch(x, y)
+    under_xla = model.predict_on_batch(x)
+    assert model.jit_compile is True
+    inference_without_xla_on_cpu(model)  # this machine has no GPU
+    assert model.jit_compile is False
+    np.testing.assert_allclose(model.predict_on_batch(x), under_xla, atol=1e-5)
+    assert np.isfinite(model.evaluate(x, y, verbose=0))

@@ -75,6 +75,15 @@ def test_skips_cases_without_enough_tumour_and_says_why(synthetic_brats, tmp_pat
     assert not (tmp_path / "images").exists()
 
 
+def test_no_tumour_filter_keeps_every_case(synthetic_brats, tmp_path):
+    """``min_tumour_fraction=None``: an external test cohort is never selected by its labels."""
+    corner = Preprocess3DSettings(crop=((0, 8), (0, 8), (0, 8)), min_tumour_fraction=None)
+    manifest = preprocess_dataset_3d(synthetic_brats, tmp_path, corner, progress=False)
+    assert len(manifest["kept"]) == 6 and manifest["skipped"] == []
+    assert all(e["tumour_fraction"] == 0.0 for e in manifest["kept"])
+    assert len(list((tmp_path / "masks").glob("*.npy"))) == 6
+
+
 def test_per_volume_scaling_option(synthetic_brats, tmp_path):
     settings = Preprocess3DSettings(crop=CROP, scaling="per_volume")
     manifest = preprocess_dataset_3d(synthetic_brats, tmp_path, settings, progress=False)

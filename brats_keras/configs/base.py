@@ -44,12 +44,18 @@ class TrainConfig:
     """Decoupled weight decay (AdamW) or Keras' ``weight_decay`` for the others; 0 disables."""
     seed: int = 42
     strategy: str = "auto"
+    jit_compile: bool | str = "auto"
+    """XLA compilation of the train step (``model.compile(jit_compile=...)``): ``"auto"`` is Keras'
+    rule (XLA on accelerators, not on CPU); ``True`` also on CPU, where it lowers peak memory of
+    large 3D models (docs/paper2.md) at some speed."""
 
     def __post_init__(self):
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError(f"epochs and batch_size must be >= 1, got {self.epochs}, {self.batch_size}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer: {self.optimizer!r} not in {OPTIMIZERS}")
+        if self.jit_compile not in (True, False, "auto"):
+            raise ValueError(f"jit_compile must be True, False or 'auto', got {self.jit_compile!r}")
         if self.learning_rate <= 0:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
 
@@ -106,6 +112,21 @@ def _replace(obj: Any, parts: list[str], value: Any, dotted: str) -> Any:
         raise ValueError(f"config override {dotted!r}: no field {name!r} in {type(obj).__name__}")
     new_value = value if len(parts) == 1 else _replace(getattr(obj, name), parts[1:], value, dotted)
     return dataclasses.replace(obj, **{name: new_value})
+
+
+QUICK_NORM_MOMENTUM = 0.9
+"""Batch-norm momentum of the quick profiles (a hundred or so optimisation steps)."""
+
+
+def quick_profile_norm_momentum(options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` with ``norm_momentum=0.9`` for a quick profile's short schedule.
+
+    With Keras' default 0.99, after ~100 steps 0.99**100 = 37 % of the batch-norm moving statistics
+    are still their initial values (mean 0, variance 1) and inference-mode outputs are wrong
+    (measured in paper 1's quick profile, docs/paper1.md); 0.9 forgets them (0.9**100 ≈ 3e-5).
+    Training-mode computation is unchanged; paper profiles keep 0.99.
+    """
+    return {**options, "norm_momentum": QUICK_NORM_MOMENTUM}
 
 
 def make_optimizer(train: TrainConfig) -> keras.optimizers.Optimizer:

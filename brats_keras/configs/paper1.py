@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from brats_keras.configs.base import ExperimentConfig, ModelConfig, TrainConfig
+from brats_keras.configs.base import ExperimentConfig, ModelConfig, TrainConfig, quick_profile_norm_momentum
 from brats_keras.data.slices2d import SliceSettings
 from brats_keras.data.splits import PAPER1_SPLIT
 
@@ -84,10 +84,7 @@ def paper1_config(model: str = "u_resunet", *, quick: bool = False) -> Experimen
     # input shape follows data.slices (size × size × channels) and is set when the model is built
     options = {"num_classes": 4, "filters": 32}  # base filters 32: bottom 8×8×512 (REPLICATION.md choice)
     if quick:
-        # ~120 optimisation steps: with Keras' BN momentum 0.99, 0.99**120 = 30 % of the moving
-        # statistics would still be their initial values and inference-mode outputs are wrong;
-        # 0.9 forgets them (0.9**120 ≈ 3e-6). Training-mode computation is unchanged.
-        options["norm_momentum"] = 0.9
+        options = quick_profile_norm_momentum(options)  # ~100 steps: BN statistics must catch up
     return ExperimentConfig(
         name=EXPERIMENT,
         paper=PAPER_FILE,

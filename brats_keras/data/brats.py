@@ -218,6 +218,16 @@ def read_label(path: str | Path, *, case_id: str = "?") -> np.ndarray:
     return validate_labels(_decode(img, path, case_id), case_id=case_id, path=path)
 
 
+def load_label(files: CaseFiles) -> tuple[np.ndarray, tuple[float, float, float], np.ndarray]:
+    """The validated label volume of a case with its voxel size (mm) and affine, without decoding
+    any image (what whole-volume scoring needs)."""
+    if files.label is None:
+        raise DataError("no label file", case=files.case_id, path=files.folder)
+    img = _load_nifti(files.label, files.case_id)
+    label = validate_labels(_decode(img, files.label, files.case_id), case_id=files.case_id, path=files.label)
+    return label, tuple(float(z) for z in img.header.get_zooms()[:3]), np.asarray(img.affine)
+
+
 def load_case(
     files: CaseFiles, modalities: Sequence[str] | None = None, *, with_label: bool = True
 ) -> Case:

@@ -492,12 +492,21 @@ def synthesize_case(
 
 
 # ---------------------------------------------------------------------------------------- writing
+def grid_affine(shape=BRATS_SHAPE) -> np.ndarray:
+    """The voxel → world affine of a synthetic grid of ``shape``: the BraTS affine for the full
+    240×240×155 grid; a smaller grid covers the same field of view with proportionally larger
+    voxels (e.g. 4 mm for 60×60×39), so distances in mm (HD95) stay true."""
+    return BRATS_AFFINE @ _grid_to_full(_check_shape(shape))
+
+
 def nifti_bytes(array: np.ndarray, *, compress: bool = True) -> bytes:
-    """A NIfTI-1 file (gzipped unless ``compress=False``) with the BraTS affine, qform and sform."""
-    img = nib.Nifti1Image(array, BRATS_AFFINE)
+    """A NIfTI-1 file (gzipped unless ``compress=False``) with the grid's affine
+    (:func:`grid_affine`; the BraTS affine at full size) as qform and sform."""
+    affine = grid_affine(array.shape)
+    img = nib.Nifti1Image(array, affine)
     img.set_data_dtype(array.dtype)
-    img.set_qform(BRATS_AFFINE, code=1)
-    img.set_sform(BRATS_AFFINE, code=1)
+    img.set_qform(affine, code=1)
+    img.set_sform(affine, code=1)
     img.header.set_xyzt_units("mm", "sec")
     data = img.to_bytes()
     if compress:

@@ -48,8 +48,9 @@ class Preprocess3DSettings:
     """``per_slice``: MinMaxScaler on ``reshape(-1, depth)`` as the reference; ``per_volume``."""
     crop: tuple[tuple[int, int], ...] = REFERENCE_CROP
     """``((x0, x1), (y0, y1), (z0, z1))`` half-open voxel ranges."""
-    min_tumour_fraction: float = 0.01
-    """Keep a case only if its cropped label has more than this fraction of non-zero voxels."""
+    min_tumour_fraction: float | None = 0.01
+    """Keep a case only if its cropped label has more than this fraction of non-zero voxels;
+    ``None`` keeps every case (an external test cohort must not be selected by its labels)."""
 
     def __post_init__(self):
         object.__setattr__(self, "modalities", tuple(self.modalities))
@@ -58,7 +59,7 @@ class Preprocess3DSettings:
             raise ValueError(f"scaling: {self.scaling!r} not in {SCALINGS}")
         if len(self.crop) != 3 or any(lo < 0 or hi <= lo for lo, hi in self.crop):
             raise ValueError(f"crop: need three (start, stop) ranges with 0 <= start < stop, got {self.crop}")
-        if not 0.0 <= self.min_tumour_fraction < 1.0:
+        if self.min_tumour_fraction is not None and not 0.0 <= self.min_tumour_fraction < 1.0:
             raise ValueError(f"min_tumour_fraction must be in [0, 1), got {self.min_tumour_fraction}")
 
     def to_json(self) -> dict:
@@ -159,7 +160,7 @@ def _outputs_exist(out_dir: Path, entry: dict) -> bool:
 def _process_one(files: CaseFiles, settings: Preprocess3DSettings, out_dir: Path) -> dict:
     image, mask, fraction = preprocess_case_3d(files, settings)
     entry = {"case_id": files.case_id, "tumour_fraction": round(fraction, 6), "sources": files.fingerprint()}
-    if fraction > settings.min_tumour_fraction:
+    if settings.min_tumour_fraction is None or fraction > settings.min_tumour_fraction:
         entry.update(kept=True, image=f"images/{files.case_id}.npy", mask=f"masks/{files.case_id}.npy")
         atomic_save_npy(out_dir / entry["image"], image)
         atomic_save_npy(out_dir / entry["mask"], mask)

@@ -26,13 +26,13 @@ model's layers by these block names into a short Markdown table.
 
 from __future__ import annotations
 
-import re
-
 import keras
 
 from brats_keras.layers import ConvBlock, ResidualBlock
-from brats_keras.layers.conv import check_activation, check_positive_int
+from brats_keras.models.common import block_of, block_summary, check_model_args
 from brats_keras.models.registry import register_model
+
+__all__ = ["CASCADE_INPUTS", "PAPER_INPUT_SHAPE", "block_of", "block_summary", "resunet2d", "u_resunet", "unet2d"]
 
 CASCADE_INPUTS = ("features", "probabilities")
 """What the cascade's U-Net hands to its ResUNet: its last decoder feature map ``(H, W, filters)``
@@ -40,37 +40,6 @@ CASCADE_INPUTS = ("features", "probabilities")
 
 PAPER_INPUT_SHAPE = (128, 128, 2)
 """128 × 128 slices of two modalities (FLAIR, T1ce), as the paper states."""
-
-
-# --------------------------------------------------------------------------------------------
-# Argument checks
-# --------------------------------------------------------------------------------------------
-
-
-def _check_args(input_shape, num_classes, filters, depth, activation, output_activation, name):
-    """Validate the builders' shared arguments; return them normalised.
-
-    Raises ``ValueError`` naming the argument and the bad value.
-    """
-    depth = check_positive_int(depth, "depth")
-    if (not isinstance(input_shape, (tuple, list)) or len(input_shape) != 3
-            or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in input_shape)):
-        raise ValueError(f"input_shape must be (H, W, C) with three positive integers, got {input_shape!r}")
-    height, width, _ = input_shape
-    multiple = 2 ** depth
-    if height % multiple or width % multiple:
-        raise ValueError(
-            f"input_shape {tuple(input_shape)!r}: H and W must be divisible by 2**depth = {multiple} "
-            f"(depth={depth} pooling steps)"
-        )
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
-        raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
-    filters = check_positive_int(filters, "filters")
-    activation = check_activation(activation, "activation")
-    output_activation = check_activation(output_activation, "output_activation")
-    if not isinstance(name, str) or not name:
-        raise ValueError(f"name must be a non-empty string, got {name!r}")
-    return tuple(input_shape), num_classes, filters, depth, activation, output_activation, name
 
 
 # --------------------------------------------------------------------------------------------
@@ -162,7 +131,7 @@ def unet2d(input_shape=PAPER_INPUT_SHAPE, num_classes=4, filters=32, depth=4, ac
         output_activation: head activation; ``"softmax"`` for categorical cross-entropy.
         name: model name and layer-name prefix.
     """
-    input_shape, num_classes, filters, depth, activation, output_activation, name = _check_args(
+    input_shape, num_classes, filters, depth, activation, output_activation, name = check_model_args(
         input_shape, num_classes, filters, depth, activation, output_activation, name)
     inputs = keras.Input(input_shape, name=f"{name}_input")
     x = _unet_body(inputs, filters=filters, depth=depth, activation=activation, prefix=name)
@@ -186,7 +155,7 @@ def resunet2d(input_shape=PAPER_INPUT_SHAPE, num_classes=4, filters=32, depth=4,
     Args: as ``unet2d``, plus ``norm_momentum``: the batch-normalisation moving-average momentum
     (Keras' default 0.99; it only affects the statistics used at inference).
     """
-    input_shape, num_classes, filters, depth, activation, output_activation, name = _check_args(
+    input_shape, num_classes, filters, depth, activation, output_activation, name = check_model_args(
         input_shape, num_classes, filters, depth, activation, output_activation, name)
     inputs = keras.Input(input_shape, name=f"{name}_input")
     x = _resunet_body(inputs, filters=filters, depth=depth, activation=activation, prefix=name,
@@ -216,7 +185,7 @@ def u_resunet(input_shape=PAPER_INPUT_SHAPE, num_classes=4, filters=32, cascade_
         norm_momentum: the ResUNet's batch-normalisation momentum, as in ``resunet2d``.
         others: as ``unet2d``; ``filters`` and ``depth`` apply to both networks.
     """
-    input_shape, num_classes, filters, depth, activation, output_activation, name = _check_args(
+    input_shape, num_classes, filters, depth, activation, output_activation, name = check_model_args(
         input_shape, num_classes, filters, depth, activation, output_activation, name)
     if cascade_input not in CASCADE_INPUTS:
         raise ValueError(f"cascade_input must be one of {CASCADE_INPUTS}, got {cascade_input!r}")
@@ -228,51 +197,3 @@ def u_resunet(input_shape=PAPER_INPUT_SHAPE, num_classes=4, filters=32, cascade_
                       norm_momentum=norm_momentum)
     outputs = _head(x, num_classes=num_classes, output_activation=output_activation, prefix=f"{name}_resunet")
     return keras.Model(inputs, outputs, name=name)
-
-
-# --------------------------------------------------------------------------------------------
-# Compact summary
-# --------------------------------------------------------------------------------------------
-
-_BLOCK_RE = re.compile(r"^(.*_(?:enc\d+|bridge|dec\d+|head))(?:_(?:pool|up|concat))?$")
-
-
-def block_of(layer_name: str) -> str:
-    """The block a layer belongs to: ``"unet2d_dec1_up"`` → ``"unet2d_dec1"``; other names unchanged."""
-    match = _BLOCK_RE.match(layer_name)
-    return match.group(1) if match else layer_name
-
-
-def _format_shape(shape) -> str:
-    return "×".join("?" if n is None else str(n) for n in tuple(shape)[1:])
-
-
-def block_summary(model: keras.Model) -> str:
-    """A Markdown table with one row per block: name, layers, output shape, parameters.
-
-    ``model`` is a functional model whose layers are each called once (as this module's are).
-    Consecutive layers whose names share a block (``block_of``: the helper
-    layers ``_pool``, ``_up`` and ``_concat`` join their block) form one row; the output shape
-    (batch axis dropped, ``H×W×C``) is the block's last layer's; parameters count trainable and
-    non-trainable weights (batch-norm moving statistics included), as ``model.count_params()``.
-    A final row gives the total.
-    """
-    if not isinstance(model, keras.Model) or not hasattr(model, "layers"):
-        raise ValueError(f"model must be a built keras.Model, got {type(model).__name__}")
-    rows: list[list] = []  # [block, [layer class names], shape, params]
-    for layer in model.layers:
-        block = block_of(layer.name)
-        kind = type(layer).__name__
-        shape = _format_shape(layer.output.shape)
-        params = layer.count_params() if layer.built else 0
-        if rows and rows[-1][0] == block:
-            rows[-1][1].append(kind)
-            rows[-1][2] = shape
-            rows[-1][3] += params
-        else:
-            rows.append([block, [kind], shape, params])
-    lines = ["| block | layers | output shape | params |", "|---|---|---|---:|"]
-    for block, kinds, shape, params in rows:
-        lines.append(f"| `{block}` | {' + '.join(kinds)} | {shape} | {params:,} |")
-    lines.append(f"| **total** | | | **{model.count_params():,}** |")
-    return "\n".join(lines)

@@ -1,0 +1,96 @@
+"""What every model module shares: argument checks of the builders and the block summary.
+
+Builders take channels-last inputs ``(batch, *spatial, C)`` whose spatial sizes are divisible by
+``2 ** depth``; :func:`check_model_args` validates that and the other shared arguments with one set
+of error messages. Layer names follow ``{prefix}_{block}[_{helper}]`` (``enc1``, ``enc2_pool``,
+``bridge``, ``dec1_up``, ``dec1_concat``, ``head``, ...), which :func:`block_summary` groups into a
+short Markdown table.
+"""
+
+from __future__ import annotations
+
+import re
+
+import keras
+
+from brats_keras.layers.conv import check_activation, check_positive_int, check_spatial_dims
+
+
+def check_model_args(input_shape, num_classes, filters, depth, activation, output_activation, name, *,
+                     spatial_dims: int = 2):
+    """Validate the builders' shared arguments; return them normalised.
+
+    ``input_shape`` is ``(H, W, C)`` for ``spatial_dims=2`` and ``(H, W, D, C)`` for 3, every size a
+    positive integer and the spatial ones divisible by ``2 ** depth``. Raises ``ValueError`` naming
+    the argument and the bad value.
+    """
+    spatial_dims = check_spatial_dims(spatial_dims)
+    depth = check_positive_int(depth, "depth")
+    layout = "(H, W, C)" if spatial_dims == 2 else "(H, W, D, C)"
+    if (not isinstance(input_shape, (tuple, list)) or len(input_shape) != spatial_dims + 1
+            or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in input_shape)):
+        raise ValueError(
+            f"input_shape must be {layout} with {spatial_dims + 1} positive integers, got {input_shape!r}"
+        )
+    multiple = 2 ** depth
+    if any(n % multiple for n in input_shape[:-1]):
+        raise ValueError(
+            f"input_shape {tuple(input_shape)!r}: the spatial sizes must be divisible by 2**depth = {multiple} "
+            f"(depth={depth} pooling steps)"
+        )
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+        raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
+    filters = check_positive_int(filters, "filters")
+    activation = check_activation(activation, "activation")
+    output_activation = check_activation(output_activation, "output_activation")
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"name must be a non-empty string, got {name!r}")
+    return tuple(input_shape), num_classes, filters, depth, activation, output_activation, name
+
+
+# --------------------------------------------------------------------------------------------
+# Compact summary
+# --------------------------------------------------------------------------------------------
+
+_BLOCK_RE = re.compile(r"^(.*_(?:enc\d+|bridge|dec\d+|head))(?:_(?:pool|attention|up|concat|dropout))?$")
+
+
+def block_of(layer_name: str) -> str:
+    """The block a layer belongs to: ``"unet2d_dec1_up"`` → ``"unet2d_dec1"``; other names unchanged."""
+    match = _BLOCK_RE.match(layer_name)
+    return match.group(1) if match else layer_name
+
+
+def _format_shape(shape) -> str:
+    return "×".join("?" if n is None else str(n) for n in tuple(shape)[1:])
+
+
+def block_summary(model: keras.Model) -> str:
+    """A Markdown table with one row per block: name, layers, output shape, parameters.
+
+    ``model`` is a functional model whose layers are each called once (as this package's are).
+    Consecutive layers whose names share a block (``block_of``: the helper layers ``_pool``,
+    ``_attention``, ``_up``, ``_concat`` and ``_dropout`` join their block) form one row; the output
+    shape (batch axis dropped) is the block's last layer's; parameters count trainable and
+    non-trainable weights (batch-norm moving statistics included), as ``model.count_params()``.
+    A final row gives the total.
+    """
+    if not isinstance(model, keras.Model) or not hasattr(model, "layers"):
+        raise ValueError(f"model must be a built keras.Model, got {type(model).__name__}")
+    rows: list[list] = []  # [block, [layer class names], shape, params]
+    for layer in model.layers:
+        block = block_of(layer.name)
+        kind = type(layer).__name__
+        shape = _format_shape(layer.output.shape)
+        params = layer.count_params() if layer.built else 0
+        if rows and rows[-1][0] == block:
+            rows[-1][1].append(kind)
+            rows[-1][2] = shape
+            rows[-1][3] += params
+        else:
+            rows.append([block, [kind], shape, params])
+    lines = ["| block | layers | output shape | params |", "|---|---|---|---:|"]
+    for block, kinds, shape, params in rows:
+        lines.append(f"| `{block}` | {' + '.join(kinds)} | {shape} | {params:,} |")
+    lines.append(f"| **total** | | | **{model.count_params():,}** |")
+    return "\n".join(lines)
