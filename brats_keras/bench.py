@@ -38,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
+from brats_keras.configs.base import JIT_COMPILE_CHOICES
 from brats_keras.data.brats import CaseFiles, discover_cases
 from brats_keras.data.slices2d import SliceCache, SliceIndex, SliceSettings
 from brats_keras.data.volumes3d import REFERENCE_CROP, Preprocess3DSettings, VolumeIndex, preprocess_dataset_3d
@@ -236,14 +237,14 @@ def bench_train3d_one(model_name: str, batch_size: int, size: int, steps: int = 
             "peak_device_mb": _device_peak_mb()}
 
 
-def bench_train3d(models, batch_sizes, size: int, steps: int = 2, jit_compile="auto") -> list[dict]:
+def bench_train3d(models, batch_sizes, size: int, steps: int = 2, jit_compile: str = "auto") -> list[dict]:
     """Every (model, batch size) in a fresh subprocess; one result dict each (or an ``error``)."""
     rows = []
     for model_name in models:
         for batch in batch_sizes:
             cmd = [sys.executable, "-m", "brats_keras.bench", "train3d-one", "--model", model_name,
                    "--batch-size", str(batch), "--size", str(size), "--steps", str(steps),
-                   "--jit-compile", str(jit_compile)]
+                   "--jit-compile", jit_compile]
             proc = subprocess.run(cmd, capture_output=True, text=True)
             lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
             if proc.returncode == 0 and lines:
@@ -278,24 +279,25 @@ def main(argv=None) -> int:
     p.add_argument("--batch-sizes", default="1,2", help="comma-separated batch sizes (default 1,2)")
     p.add_argument("--size", type=int, default=128, help="crop edge in voxels (default 128, the paper's)")
     p.add_argument("--steps", type=int, default=2, help="timed training steps after the warm-up one (default 2)")
-    p.add_argument("--jit-compile", choices=("auto", "True", "False"), default="auto",
-                   help="XLA for the train step: auto (Keras' rule: not on CPU), True, False")
+    p.add_argument("--jit-compile", choices=tuple(JIT_COMPILE_CHOICES), default="auto",
+                   help="XLA for the train step: auto (Keras' rule: not on CPU), on, off")
     p.add_argument("--json", help="also write the figures to this JSON file")
     p = sub.add_parser("train3d-one", help=argparse.SUPPRESS)
-    p.add_argument("--jit-compile", choices=("auto", "True", "False"), default="auto")
+    p.add_argument("--jit-compile", choices=tuple(JIT_COMPILE_CHOICES), default="auto")
     p.add_argument("--model", required=True)
     p.add_argument("--batch-size", type=int, required=True)
     p.add_argument("--size", type=int, required=True)
     p.add_argument("--steps", type=int, default=2)
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    jit = {"auto": "auto", "True": True, "False": False}.get(getattr(args, "jit_compile", "auto"))
     if args.command == "train3d-one":
-        print(json.dumps(bench_train3d_one(args.model, args.batch_size, args.size, args.steps, jit)), flush=True)
+        jit = JIT_COMPILE_CHOICES[args.jit_compile]
+        row = bench_train3d_one(args.model, args.batch_size, args.size, args.steps, jit)
+        print(json.dumps(row), flush=True)
         return 0
     if args.command == "train3d":
         rows = bench_train3d(args.models.split(","), [int(b) for b in args.batch_sizes.split(",")], args.size,
-                             args.steps, jit)
+                             args.steps, args.jit_compile)
         if args.json:
             atomic_write_json(args.json, {"train3d": rows})
         return 1 if any("error" in row for row in rows) else 0

@@ -21,6 +21,10 @@ import argparse
 from dataclasses import dataclass
 from typing import Any
 
+from brats_keras.configs.base import JIT_COMPILE_CHOICES, apply_overrides, save_config
+from brats_keras.data.splits import load_split, save_split, split_cases
+from brats_keras.io_utils import atomic_write_json
+from brats_keras.reporting import SYNTHETIC_WARNING, write_markdown
 from brats_keras.training import STRATEGIES, RunDir
 
 
@@ -84,3 +88,43 @@ def resolve_run(args: argparse.Namespace, experiment: str, *, root: str = "runs"
             return RunDir.create(args.out, experiment)
         return RunDir.latest(experiment, root=root)
     return RunDir.create(args.out, experiment, root=root)
+
+
+def jit_compile_value(flag: str | None):
+    """``--jit-compile auto|on|off`` → the ``TrainConfig.jit_compile`` value (``None``: keep the profile's)."""
+    return None if flag is None else JIT_COMPILE_CHOICES[flag]
+
+
+def record_config(run: RunDir, config: Any, synthetic: bool) -> Any:
+    """Mark ``config`` synthetic or not, save it as the run's ``config.json`` and, for synthetic
+    data, print the banner every output of such a run carries. Returns the updated config."""
+    config = apply_overrides(config, {"synthetic": synthetic})
+    save_config(run.config, config)
+    if synthetic:
+        print(f"\n*** {SYNTHETIC_WARNING} ***\n", flush=True)
+    return config
+
+
+def data_provenance(synthetic: bool) -> str:
+    """The ``data_provenance`` entry of ``results.json``."""
+    return "synthetic (brats_keras.data.synthetic)" if synthetic else "real data (--data-dir)"
+
+
+def patient_split(run: RunDir, resume: bool, case_ids, *, test_fraction: float, val_fraction: float, seed: int,
+                  **meta) -> dict[str, list[str]]:
+    """The run's patient split: the saved ``split.json`` when resuming, else a new seeded split
+    written there with ``meta`` (data folder, skipped cases, ...)."""
+    if resume and run.split.is_file():
+        return load_split(run.split)
+    split = split_cases(list(case_ids), test_fraction=test_fraction, val_fraction=val_fraction, seed=seed)
+    save_split(run.split, split, seed=seed, unit="patient", **meta)
+    return split
+
+
+def finish_run(run: RunDir, table_markdown: str, results: dict, synthetic: bool) -> None:
+    """Write ``table.md`` and ``results.json`` (atomically) and say where they are."""
+    write_markdown(run.table, table_markdown)
+    atomic_write_json(run.results, results)
+    print(f"\nrun folder: {run.path}\n  table: {run.table}\n  results: {run.results}", flush=True)
+    if synthetic:
+        print(f"*** {SYNTHETIC_WARNING} ***", flush=True)

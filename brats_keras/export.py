@@ -39,6 +39,15 @@ def export_model(model: keras.Model, keras_path: str | Path, saved_model_path: s
     return out
 
 
+def export_checked(model: keras.Model, keras_path: str | Path, saved_model_path: str | Path | None,
+                   sample: np.ndarray) -> dict:
+    """:func:`export_model`, then :func:`check_exports` on ``sample``:
+    ``{"exports": {...paths}, "export_max_abs_diff": {...}}`` for a run's ``results.json``."""
+    exports = export_model(model, keras_path, saved_model_path)
+    return {"exports": exports,
+            "export_max_abs_diff": check_exports(model, sample, exports["keras"], exports.get("saved_model"))}
+
+
 def load_model(path: str | Path, *, compile: bool = True) -> keras.Model:
     """``keras.models.load_model`` with every ``brats_keras`` layer, loss and metric registered."""
     import brats_keras.models  # noqa: F401  (registers layers, models, losses and metrics)

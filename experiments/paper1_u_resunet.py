@@ -28,26 +28,27 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from brats_keras.callbacks import EpochTable  # noqa: E402
-from brats_keras.configs import apply_overrides, make_optimizer, save_config  # noqa: E402
+from brats_keras.configs import apply_overrides, make_optimizer  # noqa: E402
 from brats_keras.configs.paper1 import (  # noqa: E402
     EXPERIMENT, MODELS, TABLE_6_1, TABLE_6_2, UNET_BASELINE_TEXT, paper1_config,
 )
 from brats_keras.data.brats import discover_cases, load_case  # noqa: E402
+from brats_keras.data.layout import to_class_indices  # noqa: E402
 from brats_keras.data.pipeline import make_dataset  # noqa: E402
 from brats_keras.data.slices2d import SliceCache, SliceIndex  # noqa: E402
-from brats_keras.data.splits import load_split, save_split, split_cases  # noqa: E402
 from brats_keras.data.synthetic import ensure_synthetic_dataset, is_synthetic_dataset  # noqa: E402
 from brats_keras.errors import cli_errors  # noqa: E402
 from brats_keras.evaluation import aggregate, evaluate_case  # noqa: E402
-from brats_keras.experiment import Default, experiment_parser, resolve_run  # noqa: E402
-from brats_keras.export import check_exports, export_model  # noqa: E402
+from brats_keras.experiment import (  # noqa: E402
+    Default, data_provenance, experiment_parser, finish_run, patient_split, record_config, resolve_run,
+)
+from brats_keras.export import export_checked  # noqa: E402
 from brats_keras.inference import predict_volume_2d, slice_range  # noqa: E402
-from brats_keras.io_utils import atomic_write_json  # noqa: E402
 from brats_keras.metrics import MeanIoU, RegionDice  # noqa: E402
 from brats_keras.models import create_model  # noqa: E402
 from brats_keras.reporting import (  # noqa: E402
     SYNTHETIC_WARNING, Column, comparison_table, epoch_table, history_to_epoch_dict, plot_prediction_overlay,
-    plot_training_curves, write_markdown,
+    plot_training_curves,
 )
 from brats_keras.training import RunDir, fit, global_batch_size, select_strategy  # noqa: E402
 
@@ -107,8 +108,7 @@ def whole_volume_evaluation(model, files, config, plots: Path, name: str, synthe
         tumour_area = (case.label[:, :, window] > 0).sum(axis=(0, 1))
         if not overlay_done and tumour_area.any():
             k = window[int(np.argmax(tumour_area))]
-            truth = np.where(case.label[:, :, k] == 4, 3, case.label[:, :, k])
-            pred_k = np.where(pred[:, :, k] == 4, 3, pred[:, :, k])
+            truth, pred_k = to_class_indices(case.label[:, :, k]), to_class_indices(pred[:, :, k])
             plot_prediction_overlay(np.rot90(case.image[:, :, k, 0]), np.rot90(truth), np.rot90(pred_k),
                                     plots / f"{name}_overlay.png", num_classes=4, synthetic=synthetic,
                                     title=f"{MODEL_TITLES[name]} — {case.case_id}, axial slice {k}")
@@ -193,17 +193,10 @@ def main(argv=None) -> int:
     # --- data -------------------------------------------------------------------------------
     data_dir = args.data_dir or ensure_synthetic_dataset(cases=config.data.synthetic_cases, seed=config.train.seed)
     synthetic = is_synthetic_dataset(data_dir)
-    config = apply_overrides(config, {"synthetic": synthetic})
-    save_config(run.config, config)
-    if synthetic:
-        print(f"\n*** {SYNTHETIC_WARNING} ***\n", flush=True)
+    config = record_config(run, config, synthetic)
     cases = {c.case_id: c for c in discover_cases(data_dir, modalities=config.data.slices.modalities)}
-    if resume and run.split.is_file():
-        split = load_split(run.split)
-    else:
-        split = split_cases(list(cases), test_fraction=config.data.test_fraction,
-                            val_fraction=config.data.val_fraction, seed=config.train.seed)
-        save_split(run.split, split, seed=config.train.seed, unit="patient", data_dir=str(data_dir))
+    split = patient_split(run, resume, cases, test_fraction=config.data.test_fraction,
+                          val_fraction=config.data.val_fraction, seed=config.train.seed, data_dir=str(data_dir))
     cache = SliceCache(config.data.slices)
     index = {part: SliceIndex(cache.ensure([cases[c] for c in split[part]])) for part in ("train", "val", "test")}
     strategy = select_strategy(config.train.strategy)
@@ -217,7 +210,7 @@ def main(argv=None) -> int:
     # --- train, evaluate, export each model -----------------------------------------------------
     names = MODELS if args.model == "both" else (args.model,)
     results = {"experiment": EXPERIMENT, "synthetic": synthetic, "data_dir": str(data_dir),
-               "data_provenance": "synthetic (brats_keras.data.synthetic)" if synthetic else "real data (--data-dir)",
+               "data_provenance": data_provenance(synthetic),
                "models": {}}
     test_files = [cases[c] for c in split["test"]]
     if config.data.max_eval_cases:
@@ -235,7 +228,6 @@ def main(argv=None) -> int:
         evaluation = whole_volume_evaluation(model, test_files, config, run.plots, name, synthetic)
         plot_training_curves(history, run.plots / f"{name}_curves.png", metrics=("accuracy", "loss", "dice_wt"),
                              title=f"{MODEL_TITLES[name]} — training curves", synthetic=synthetic)
-        exports = export_model(model, model_run.model_keras, model_run.saved_model)
         sample = index["test"].gather(np.arange(min(2, len(index["test"]))))[0]
         results["models"][name] = {
             "epochs_run": len(history.get("loss", [])),
@@ -248,18 +240,13 @@ def main(argv=None) -> int:
             "test_rows": {e: {k: v for k, v in row.items() if k.startswith("test_")} for e, row in test_table.rows.items()},
             "final_test": {k: float(v) for k, v in final_test.items()},
             "whole_volume": evaluation,
-            "exports": exports,
-            "export_max_abs_diff": check_exports(model, sample, exports["keras"], exports["saved_model"]),
+            **export_checked(model, model_run.model_keras, model_run.saved_model, sample),
         }
         wt = evaluation["summary"].get("WT", {}).get("dice", {}).get("mean", float("nan"))
         print(f"{MODEL_TITLES[name]}: whole-volume WT Dice {wt:.3f} on {len(test_files)} test patients", flush=True)
 
     # --- report -----------------------------------------------------------------------------
-    write_markdown(run.table, tables(results, synthetic))
-    atomic_write_json(run.results, results)
-    print(f"\nrun folder: {run.path}\n  table: {run.table}\n  results: {run.results}", flush=True)
-    if synthetic:
-        print(f"*** {SYNTHETIC_WARNING} ***", flush=True)
+    finish_run(run, tables(results, synthetic), results, synthetic)
     return 0
 
 

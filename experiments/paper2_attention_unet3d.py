@@ -19,7 +19,6 @@ import argparse
 import hashlib
 import json
 import os
-import resource
 import sys
 import time
 from pathlib import Path
@@ -32,28 +31,31 @@ if __package__ in (None, "") and "brats_keras" not in sys.modules:  # run as a s
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from brats_keras.configs import apply_overrides, make_optimizer, save_config  # noqa: E402
+from brats_keras.bench import peak_rss_mb  # noqa: E402
+from brats_keras.configs import apply_overrides, make_optimizer  # noqa: E402
+from brats_keras.configs.base import JIT_COMPILE_CHOICES  # noqa: E402
 from brats_keras.configs.paper2 import (  # noqa: E402
     EXPERIMENT, MODELS, TABLE_III, TABLE_IV, paper2_config, paper2_loss, paper2_metrics,
 )
 from brats_keras.data.brats import discover_cases, load_label  # noqa: E402
 from brats_keras.data.pipeline import make_dataset  # noqa: E402
 from brats_keras.data.slices2d import default_cache_dir  # noqa: E402
-from brats_keras.data.splits import load_split, save_split, split_cases  # noqa: E402
 from brats_keras.data.synthetic import ensure_synthetic_dataset, is_synthetic_dataset  # noqa: E402
 from brats_keras.data.volumes3d import (  # noqa: E402
     SCALINGS, Preprocess3DSettings, VolumeIndex, parse_crop, preprocess_dataset_3d,
 )
 from brats_keras.errors import DataError, cli_errors  # noqa: E402
 from brats_keras.evaluation import aggregate, evaluate_case  # noqa: E402
-from brats_keras.experiment import Default, experiment_parser, resolve_run  # noqa: E402
-from brats_keras.export import check_exports, export_model  # noqa: E402
+from brats_keras.experiment import (  # noqa: E402
+    Default, data_provenance, experiment_parser, finish_run, jit_compile_value, patient_split, record_config,
+    resolve_run,
+)
+from brats_keras.export import export_checked  # noqa: E402
 from brats_keras.inference import uncrop_labels  # noqa: E402
-from brats_keras.io_utils import atomic_write_json  # noqa: E402
 from brats_keras.metrics import IoUScore  # noqa: E402
 from brats_keras.models import create_model  # noqa: E402
 from brats_keras.reporting import (  # noqa: E402
-    SYNTHETIC_WARNING, Column, comparison_table, plot_training_curves, plot_volume_overlay, write_markdown,
+    SYNTHETIC_WARNING, Column, comparison_table, plot_training_curves, plot_volume_overlay,
 )
 from brats_keras.training import (  # noqa: E402
     RunDir, fit, global_batch_size, inference_without_xla_on_cpu, select_strategy,
@@ -86,7 +88,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="spatial attention gate: sigmoid (default, CBAM) or the paper's literal softmax, "
                         "which makes the attention an identity (docs/paper2.md)")
     parser.add_argument("--learning-rate", type=float, help="Adam learning rate (paper: 1e-4, Table II)")
-    parser.add_argument("--jit-compile", choices=("auto", "on", "off"),
+    parser.add_argument("--jit-compile", choices=tuple(JIT_COMPILE_CHOICES),
                         help="XLA for training: on (paper profile: a 128³ batch of 2 needs 6.8 GB instead of "
                         "19.6 GB of host memory on CPU), auto (Keras: XLA on GPU only; quick profile), off")
     parser.add_argument("--max-eval-cases", type=int,
@@ -101,11 +103,15 @@ def parse_args(argv=None) -> argparse.Namespace:
 # --------------------------------------------------------------------------------------------
 
 
-def preprocessed(data_dir: Path, settings: Preprocess3DSettings, cache_root: Path, cohort: str) -> tuple[Path, dict]:
-    """Pre-process ``data_dir`` into a cache folder keyed by the folder and the settings (resumable)."""
+def preprocessed(data_dir: Path, settings: Preprocess3DSettings, cache_root: Path, cohort: str,
+                 files: dict) -> tuple[Path, dict]:
+    """Pre-process ``data_dir`` into a cache folder keyed by the folder and the settings (resumable);
+    the cases found are added to ``files`` (case id → CaseFiles), so the folder is walked once."""
     key = json.dumps({"data_dir": str(Path(data_dir).resolve()), "settings": settings.to_json()}, sort_keys=True)
     out = cache_root / "volumes3d" / f"{cohort}_{hashlib.sha256(key.encode()).hexdigest()[:12]}"
-    manifest = preprocess_dataset_3d(data_dir, out, settings)
+    cases = discover_cases(data_dir, modalities=settings.modalities)
+    files.update({c.case_id: c for c in cases})
+    manifest = preprocess_dataset_3d(data_dir, out, settings, cases=cases)
     print(f"{cohort}: kept {len(manifest['kept'])} of {len(manifest['kept']) + len(manifest['skipped'])} cases "
           f"({out})", flush=True)
     if not manifest["kept"]:
@@ -243,17 +249,12 @@ def main(argv=None) -> int:
     run = resolve_run(args, EXPERIMENT)
     resume = args.resume is not None
     # --- configuration ---------------------------------------------------------------------
-    config = paper2_config(quick=args.quick)
-    preprocess = config.data.preprocess
-    if args.crop or args.scaling:
-        preprocess = Preprocess3DSettings(modalities=preprocess.modalities, scaling=args.scaling or preprocess.scaling,
-                                          crop=parse_crop(args.crop) if args.crop else preprocess.crop,
-                                          min_tumour_fraction=preprocess.min_tumour_fraction)
-    config = apply_overrides(config, {
+    config = apply_overrides(paper2_config(quick=args.quick), {
         "train.epochs": args.epochs, "train.batch_size": args.batch_size, "train.seed": args.seed,
         "train.strategy": args.strategy, "train.learning_rate": args.learning_rate,
-        "train.jit_compile": {"on": True, "off": False, "auto": "auto", None: None}[args.jit_compile],
-        "data.preprocess": preprocess, "data.max_eval_cases": args.max_eval_cases,
+        "train.jit_compile": jit_compile_value(args.jit_compile),
+        "data.preprocess.crop": parse_crop(args.crop) if args.crop else None,
+        "data.preprocess.scaling": args.scaling, "data.max_eval_cases": args.max_eval_cases,
     })
     for option, value in (("filters", args.filters), ("attention_activation", args.attention_activation)):
         if value is not None:
@@ -269,26 +270,18 @@ def main(argv=None) -> int:
         test_dir = ensure_synthetic_dataset(dataset="brats2021", cases=config.data.synthetic_test_cases,
                                             seed=config.train.seed + 1, shape=config.data.synthetic_shape)
     synthetic = is_synthetic_dataset(data_dir) or (test_dir is not None and is_synthetic_dataset(test_dir))
-    config = apply_overrides(config, {"synthetic": synthetic})
-    save_config(run.config, config)
-    if synthetic:
-        print(f"\n*** {SYNTHETIC_WARNING} ***\n", flush=True)
+    config = record_config(run, config, synthetic)
     cache_root = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
-    train_cache, train_manifest = preprocessed(data_dir, config.data.preprocess, cache_root, "train-2020")
-    files = {c.case_id: c for c in discover_cases(data_dir, modalities=config.data.preprocess.modalities)}
-    kept = [e["case_id"] for e in train_manifest["kept"]]
-    if resume and run.split.is_file():
-        split = load_split(run.split)
-    else:
-        split = split_cases(kept, test_fraction=0.0, val_fraction=config.data.val_fraction, seed=config.train.seed)
-        save_split(run.split, split, seed=config.train.seed, unit="patient", data_dir=str(data_dir),
-                   skipped={e["case_id"]: e["reason"] for e in train_manifest["skipped"]})
+    files: dict = {}  # case id → CaseFiles of both cohorts (whole-volume scoring reads their labels)
+    train_cache, train_manifest = preprocessed(data_dir, config.data.preprocess, cache_root, "train-2020", files)
+    split = patient_split(run, resume, [e["case_id"] for e in train_manifest["kept"]], test_fraction=0.0,
+                          val_fraction=config.data.val_fraction, seed=config.train.seed, data_dir=str(data_dir),
+                          skipped={e["case_id"]: e["reason"] for e in train_manifest["skipped"]})
     index = {part: VolumeIndex(train_cache, split[part]) for part in ("train", "val")}
-    test_index = None
+    test_index, test_cache = None, None
     if test_dir is not None:
-        test_cache, _ = preprocessed(test_dir, config.data.test_preprocess(), cache_root, "test-2021")
+        test_cache, _ = preprocessed(test_dir, config.data.test_preprocess(), cache_root, "test-2021", files)
         test_index = VolumeIndex(test_cache)
-        files.update({c.case_id: c for c in discover_cases(test_dir, modalities=config.data.preprocess.modalities)})
     strategy = select_strategy(config.train.strategy)
     batch = global_batch_size(config.train.batch_size, strategy)
     train_ds = make_dataset(index["train"], batch_size=batch, shuffle=True, seed=config.train.seed)
@@ -300,13 +293,15 @@ def main(argv=None) -> int:
     names = MODELS if args.model == "all" else (args.model,)
     results = {"experiment": EXPERIMENT, "synthetic": synthetic, "data_dir": str(data_dir),
                "test_dir": str(test_dir) if test_dir else None,
-               "data_provenance": "synthetic (brats_keras.data.synthetic)" if synthetic else "real data (--data-dir)",
-               "preprocessed": {"train-2020": str(train_cache), "skipped": len(train_manifest["skipped"])},
+               "data_provenance": data_provenance(synthetic),
+               "preprocessed": {"train-2020": str(train_cache), "test-2021": str(test_cache) if test_cache else None,
+                                "skipped": len(train_manifest["skipped"])},
                "models": {}}
     crop = config.data.preprocess.crop
     cohorts = {"train-2020": index["train"], "val-2020": index["val"]}
     if test_index is not None:
         cohorts["test-2021"] = test_index
+    overlay_cohort = list(cohorts)[-1]  # the external cohort, or the validation patients without one
     for name in names:
         print(f"\n=== {MODEL_TITLES[name]} ===", flush=True)
         model_run = RunDir.create(run.path / name, EXPERIMENT)
@@ -317,13 +312,12 @@ def main(argv=None) -> int:
         inference_without_xla_on_cpu(model)
         scores = {}
         for cohort, cohort_index in cohorts.items():
-            overlay = (run.plots / f"{name}_overlay.png", MODEL_TITLES[name], synthetic) if cohort == "test-2021" \
-                or (cohort == "val-2020" and test_index is None) else None
+            overlay = (run.plots / f"{name}_overlay.png", MODEL_TITLES[name], synthetic) \
+                if cohort == overlay_cohort else None
             scores[cohort] = score_cohort(model, cohort_index, files, crop, max_cases=config.data.max_eval_cases,
                                           overlay=overlay)
         plot_training_curves(history, run.plots / f"{name}_curves.png", metrics=("loss", "accuracy", "iou_score"),
                              title=f"{MODEL_TITLES[name]} — training curves", synthetic=synthetic)
-        exports = export_model(model, model_run.model_keras, model_run.saved_model)
         sample = index["val"].gather(np.arange(1))[0]
         epochs_run = len(history.get("loss", []))
         results["models"][name] = {
@@ -332,20 +326,15 @@ def main(argv=None) -> int:
             "params": int(model.count_params()),
             "last_epoch": {k: float(v[-1]) for k, v in history.items() if v},
             "cohorts": scores,
-            "peak_host_memory_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1),
-            "exports": exports,
-            "export_max_abs_diff": check_exports(model, sample, exports["keras"], exports["saved_model"]),
+            "peak_host_memory_mb": round(peak_rss_mb(), 1),
+            **export_checked(model, model_run.model_keras, model_run.saved_model, sample),
         }
         summary = " / ".join(f"{c} WT Dice {s['summary']['WT']['dice']['mean']:.3f}" for c, s in scores.items())
         print(f"{MODEL_TITLES[name]}: {summary}", flush=True)
         keras.backend.clear_session()
 
     # --- report -----------------------------------------------------------------------------
-    write_markdown(run.table, tables(results, synthetic))
-    atomic_write_json(run.results, results)
-    print(f"\nrun folder: {run.path}\n  table: {run.table}\n  results: {run.results}", flush=True)
-    if synthetic:
-        print(f"*** {SYNTHETIC_WARNING} ***", flush=True)
+    finish_run(run, tables(results, synthetic), results, synthetic)
     return 0
 
 

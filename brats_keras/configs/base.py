@@ -19,6 +19,8 @@ import keras
 from brats_keras.io_utils import atomic_write_json
 
 OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd")
+JIT_COMPILE_CHOICES = {"auto": "auto", "on": True, "off": False}
+"""Command-line spellings of :attr:`TrainConfig.jit_compile`."""
 
 
 @dataclass
@@ -54,7 +56,7 @@ class TrainConfig:
             raise ValueError(f"epochs and batch_size must be >= 1, got {self.epochs}, {self.batch_size}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer: {self.optimizer!r} not in {OPTIMIZERS}")
-        if self.jit_compile not in (True, False, "auto"):
+        if self.jit_compile not in JIT_COMPILE_CHOICES.values():
             raise ValueError(f"jit_compile must be True, False or 'auto', got {self.jit_compile!r}")
         if self.learning_rate <= 0:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")

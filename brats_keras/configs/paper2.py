@@ -8,6 +8,7 @@ loss, optimiser and batch size are the paper's.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import keras
@@ -88,8 +89,7 @@ class Paper2Data:
         """The external cohort's pre-processing: the same, without the tumour filter unless asked."""
         if self.filter_test_cohort:
             return self.preprocess
-        return Preprocess3DSettings(modalities=self.preprocess.modalities, scaling=self.preprocess.scaling,
-                                    crop=self.preprocess.crop, min_tumour_fraction=None)
+        return dataclasses.replace(self.preprocess, min_tumour_fraction=None)
 
 
 def paper2_config(*, quick: bool = False) -> ExperimentConfig:

@@ -121,15 +121,18 @@ def preprocess_dataset_3d(
     settings: Preprocess3DSettings = Preprocess3DSettings(),
     *,
     progress: bool = True,
+    cases: Sequence[CaseFiles] | None = None,
 ) -> dict:
     """Pre-process every case of ``data_dir`` into ``out_dir/{images,masks}/<case>.npy`` and
     ``out_dir/manifest.json`` (kept cases with their tumour fraction, skipped cases with the reason).
 
     The manifest is rewritten after every case, so an interrupted run keeps what it finished and a
-    re-run skips cases whose sources and settings are unchanged.
+    re-run skips cases whose sources and settings are unchanged. ``cases``: the cases of
+    ``data_dir`` when the caller has already discovered them (the folder is not walked again).
     """
     out_dir = Path(out_dir)
-    cases = discover_cases(data_dir, modalities=settings.modalities)
+    if cases is None:
+        cases = discover_cases(data_dir, modalities=settings.modalities)
     manifest_path = out_dir / MANIFEST_NAME
     previous = _load_manifest(manifest_path)
     done: dict[str, dict] = {}
