@@ -2,6 +2,7 @@
 
     python -m brats_keras.bench pipeline --data-dir DIR [--json PATH]
     python -m brats_keras.bench train3d [--models ...] [--batch-sizes 1,2] [--size 128] [--json PATH]
+    python -m brats_keras.bench inference [--kinds 2d,3d] [--cases 3] [--overlap 0.5] [--json PATH]
 
 ``pipeline`` measures, on the same BraTS-layout folder:
 
@@ -22,6 +23,14 @@ accuracy, IoU) on random 128³ × 3 volumes: seconds per training step (median a
 seconds per forward pass, and peak memory per (model, batch size). Each configuration runs in its
 own process, so peak host memory (``ru_maxrss``) is that configuration's alone; on a GPU the device's
 peak is read from the backend (JAX ``memory_stats``, TensorFlow ``get_memory_info``).
+
+``inference`` runs ``python -m brats_keras predict``'s code (:func:`brats_keras.predict.predict_folder`)
+on full-size 240×240×155 synthetic cases, for paper 1's U-ResUNet (2D, 128² slices, filters 32) and
+paper 2's modified 3D U-Net (128³ windows, overlap ``--overlap``), each in its own process with
+seeded, untrained weights (time and memory do not depend on the weights). Per model: seconds per
+case (the first, which includes decoding the first case and compiling, and the median of the
+others, when the next case is decoded while the model runs), the model's share of it, and peak
+host memory.
 """
 
 from __future__ import annotations
@@ -245,16 +254,88 @@ def bench_train3d(models, batch_sizes, size: int, steps: int = 2, jit_compile: s
             cmd = [sys.executable, "-m", "brats_keras.bench", "train3d-one", "--model", model_name,
                    "--batch-size", str(batch), "--size", str(size), "--steps", str(steps),
                    "--jit-compile", jit_compile]
-            proc = subprocess.run(cmd, capture_output=True, text=True)
-            lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
-            if proc.returncode == 0 and lines:
-                rows.append(json.loads(lines[-1]))
-            else:  # e.g. out of memory: recorded, the other configurations still run
-                tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-                rows.append({"model": model_name, "batch_size": batch, "size": size,
-                             "error": f"exit {proc.returncode}: {tail[:300]}"})
-            print(json.dumps(rows[-1]), flush=True)
+            rows.append(_run_one(cmd, {"model": model_name, "batch_size": batch, "size": size}))
     return rows
+
+
+INFERENCE_MODELS = {
+    "2d": ("u_resunet", {"filters": 32}),  # paper 1's configuration (configs/paper1.py)
+    "3d": ("unet3d_modified", {}),  # paper 2's modified U-Net (configs/paper2.py)
+}
+
+
+def bench_inference_one(kind: str, data_dir: str | Path, *, overlap: float = 0.5, image_size: int | None = None,
+                        filters: int | None = None) -> dict:
+    """One model kind in this process: ``predict_folder`` over every case of ``data_dir``."""
+    import keras
+
+    from brats_keras.export import export_model
+    from brats_keras.inference import InferenceSpec
+    from brats_keras.models import create_model
+    from brats_keras.predict import PredictSettings, predict_folder
+
+    name, options = INFERENCE_MODELS[kind]
+    options = {**options, **({"filters": filters} if filters else {})}
+    keras.utils.set_random_seed(0)
+    if kind == "2d":
+        slices = SliceSettings(size=image_size) if image_size else SliceSettings()
+        spec = InferenceSpec.for_slices(slices, experiment="bench", model=name)
+        model = create_model(name, input_shape=(slices.size, slices.size, slices.channels), **options)
+    else:
+        volume = Preprocess3DSettings()
+        if image_size:
+            volume = Preprocess3DSettings(crop=((0, image_size),) * 3)
+        spec = InferenceSpec.for_volume(volume, experiment="bench", model=name)
+        edge = volume.crop[0][1] - volume.crop[0][0]
+        model = create_model(name, input_shape=(edge, edge, edge, len(volume.modalities)), **options)
+    with tempfile.TemporaryDirectory() as tmp:
+        model_path = Path(tmp) / name / "model.keras"
+        export_model(model, model_path, None, spec)
+        params = int(model.count_params())
+        del model
+        started = time.perf_counter()
+        record = predict_folder(model_path, data_dir, Path(tmp) / "out", settings=PredictSettings(overlap=overlap),
+                                progress=False)
+        wall = time.perf_counter() - started
+    cases = [c for c in record["cases"].values() if c["status"] == "written"]
+    if not cases:
+        raise RuntimeError(f"no case predicted: {record['cases']}")
+    rest = cases[1:] or cases
+    return {"kind": kind, "model": name, "params": params, "backend": keras.backend.backend(),
+            "cases": len(cases), "overlap": overlap if kind == "3d" else None,
+            "items_per_case": cases[0].get("slices", cases[0].get("windows")),
+            "first_case_s": cases[0]["seconds"],
+            "s_per_case": round(float(np.median([c["seconds"] for c in rest])), 2),
+            "predict_s_per_case": round(float(np.median([c["predict_s"] for c in rest])), 2),
+            "load_s_per_case": round(float(np.median([c["load_s"] for c in rest])), 2),
+            "write_s_per_case": round(float(np.median([c["write_s"] for c in rest])), 2),
+            "total_s": round(wall, 1), "peak_host_mb": round(peak_rss_mb(), 1), "peak_device_mb": _device_peak_mb()}
+
+
+def bench_inference(kinds, data_dir: str | Path, *, overlap: float = 0.5, image_size: int | None = None,
+                    filters: int | None = None) -> list[dict]:
+    """Every model kind in a fresh subprocess (its own peak memory); one result dict each (or an ``error``)."""
+    rows = []
+    for kind in kinds:
+        cmd = [sys.executable, "-m", "brats_keras.bench", "inference-one", "--kind", kind, "--data-dir", str(data_dir),
+               "--overlap", str(overlap)]
+        cmd += ["--image-size", str(image_size)] if image_size else []
+        cmd += ["--filters", str(filters)] if filters else []
+        rows.append(_run_one(cmd, {"kind": kind}))
+    return rows
+
+
+def _run_one(cmd: list[str], identity: dict) -> dict:
+    """Run a hidden ``*-one`` subcommand; its last JSON line, or ``identity`` with an ``error``."""
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if proc.returncode == 0 and lines:
+        row = json.loads(lines[-1])
+    else:  # e.g. out of memory: recorded, the other configurations still run
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        row = {**identity, "error": f"exit {proc.returncode}: {tail[:300]}"}
+    print(json.dumps(row), flush=True)
+    return row
 
 
 def _print_table(results: dict) -> None:
@@ -288,6 +369,21 @@ def main(argv=None) -> int:
     p.add_argument("--batch-size", type=int, required=True)
     p.add_argument("--size", type=int, required=True)
     p.add_argument("--steps", type=int, default=2)
+    p = sub.add_parser("inference", help="seconds per full-size case and peak memory of predict (2D and 3D)")
+    p.add_argument("--kinds", default="2d,3d", help="comma-separated: 2d (paper 1 U-ResUNet), 3d (paper 2 U-Net)")
+    p.add_argument("--data-dir", help="BraTS-layout folder to predict (default: --cases synthetic full-size cases)")
+    p.add_argument("--cases", type=int, default=3, help="synthetic cases to generate without --data-dir (default 3)")
+    p.add_argument("--shape", default="240,240,155", help="grid of the synthetic cases (default 240,240,155)")
+    p.add_argument("--overlap", type=float, default=0.5, help="3D window overlap (default 0.5, predict's default)")
+    p.add_argument("--image-size", type=int, help=argparse.SUPPRESS)  # smaller models for the tests
+    p.add_argument("--filters", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--json", help="also write the figures to this JSON file")
+    p = sub.add_parser("inference-one", help=argparse.SUPPRESS)
+    p.add_argument("--kind", choices=tuple(INFERENCE_MODELS), required=True)
+    p.add_argument("--data-dir", required=True)
+    p.add_argument("--overlap", type=float, default=0.5)
+    p.add_argument("--image-size", type=int)
+    p.add_argument("--filters", type=int)
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if args.command == "train3d-one":
@@ -295,6 +391,21 @@ def main(argv=None) -> int:
         row = bench_train3d_one(args.model, args.batch_size, args.size, args.steps, jit)
         print(json.dumps(row), flush=True)
         return 0
+    if args.command == "inference-one":
+        row = bench_inference_one(args.kind, args.data_dir, overlap=args.overlap, image_size=args.image_size,
+                                  filters=args.filters)
+        print(json.dumps(row), flush=True)
+        return 0
+    if args.command == "inference":
+        from brats_keras.data.synthetic import ensure_synthetic_dataset
+
+        data_dir = args.data_dir or ensure_synthetic_dataset(
+            cases=args.cases, seed=7, shape=tuple(int(n) for n in args.shape.split(",")))
+        rows = bench_inference(args.kinds.split(","), data_dir, overlap=args.overlap, image_size=args.image_size,
+                               filters=args.filters)
+        if args.json:
+            atomic_write_json(args.json, {"inference": rows, "data_dir": str(data_dir)})
+        return 1 if any("error" in row for row in rows) else 0
     if args.command == "train3d":
         rows = bench_train3d(args.models.split(","), [int(b) for b in args.batch_sizes.split(",")], args.size,
                              args.steps, args.jit_compile)

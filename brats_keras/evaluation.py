@@ -72,7 +72,7 @@ LABEL_SETS: dict[str, tuple[int, ...]] = {"brats": (0, 1, 2, 4), "classes": (0, 
 
 _BRATS_TO_CLASS = {0: 0, 1: 1, 2: 2, 4: 3}
 
-SUMMARY_STATS: tuple[str, ...] = ("mean", "std", "median", "min", "max", "count")
+SUMMARY_STATS: tuple[str, ...] = ("mean", "std", "median", "p25", "p75", "min", "max", "count")
 """Statistics :func:`aggregate` gives for every region and metric."""
 
 
@@ -362,7 +362,9 @@ def aggregate(case_results: Iterable[Mapping[str, Mapping[str, float]]] | Mappin
             and most papers' "mean ± std" over test cases).
 
     Returns:
-        For every region and metric: ``mean, std, median, min, max`` of the values that are not NaN
+        For every region and metric: ``mean, std, median, p25, p75`` (25th / 75th percentiles,
+        linear interpolation, the BraTS leaderboards' ``25quantile`` / ``75quantile``), ``min, max``
+        of the values that are not NaN
         and ``count``, how many those are (``evaluate_case`` never gives NaN; results from other
         tools may). Statistics of no values are NaN, and ``std`` is NaN when ``count <= ddof``.
     """
@@ -391,6 +393,8 @@ def aggregate(case_results: Iterable[Mapping[str, Mapping[str, float]]] | Mappin
                     "mean": float(np.mean(values)),
                     "std": float(np.std(values, ddof=ddof)) if count > ddof else math.nan,
                     "median": float(np.median(values)),
+                    "p25": float(np.percentile(values, 25)),
+                    "p75": float(np.percentile(values, 75)),
                     "min": float(np.min(values)),
                     "max": float(np.max(values)),
                 }

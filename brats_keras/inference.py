@@ -6,17 +6,128 @@ the class probabilities back to the original in-plane grid (bilinear, then argma
 borders than resizing hard labels) and returns a label volume with BraTS values {0, 1, 2, 4}, ready
 for :func:`brats_keras.evaluation.evaluate_case`.
 
-A 3D crop model sees the pre-processed crop of :mod:`brats_keras.data.volumes3d`;
-:func:`uncrop_labels` places its predicted classes back into the case's original grid (background
-outside the crop), so scoring covers the whole volume, tumour outside the crop included.
+A 3D crop model sees the pre-processed crop of :mod:`brats_keras.data.volumes3d`. Two ways back to
+the original grid: :func:`uncrop_labels` places the crop's prediction in it (background outside,
+what paper 2's tables score), and :func:`predict_volume_3d` slides the model's window over the
+whole scaled volume (:func:`sliding_window_inference`, Gaussian or constant blending as MONAI's
+``sliding_window_inference``), which is what ``python -m brats_keras predict`` does.
+
+:class:`InferenceSpec` is the pre-processing a model was trained with; every exported model carries
+it (``inference.json``), so inference never asks a user to re-type it.
+
+Every function takes the model as ``predict``: a callable from a batch ``(B, ...)`` to class
+probabilities ``(B, ..., K)`` — ``model.predict_on_batch``, or a
+:class:`brats_keras.export.Predictor` loaded from ``model.keras`` or ``saved_model/``.
 """
 
 from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
 from brats_keras.data.brats import Case
 from brats_keras.data.slices2d import SliceSettings, normalization_stats, normalize_volume, resize_images
+from brats_keras.data.volumes3d import Preprocess3DSettings, scale_channels
+
+PredictFn = Callable[[np.ndarray], Any]
+"""A batch ``(B, ...)`` → class probabilities ``(B, ..., K)``."""
+Progress = Callable[[int], Any]
+"""Called with the number of items (slices, windows) just predicted, e.g. ``tqdm.update``."""
+
+INFERENCE_FILE = "inference.json"
+"""File name of the pre-processing record written beside (and inside) every exported model."""
+SPEC_FORMAT = 1
+KINDS = ("slices2d", "volume3d")
+
+
+# --------------------------------------------------------------------------------------------
+# What a model expects
+# --------------------------------------------------------------------------------------------
+
+
+def _volume_settings(data: Mapping) -> Preprocess3DSettings:
+    # min_tumour_fraction selects training cases; inference predicts every case
+    return Preprocess3DSettings(modalities=data["modalities"], scaling=data["scaling"], crop=data["crop"])
+
+
+@dataclass(frozen=True)
+class InferenceSpec:
+    """How a raw BraTS case becomes a trained model's input.
+
+    ``kind="slices2d"``: axial slices prepared with :class:`~brats_keras.data.slices2d.SliceSettings`
+    (papers 1 and 3). ``kind="volume3d"``: the whole volume scaled as
+    :class:`~brats_keras.data.volumes3d.Preprocess3DSettings` says (paper 2) and predicted in windows
+    of the model's input size. ``experiment``, ``model`` and ``synthetic`` (trained on synthetic
+    data) are provenance, reported with every prediction.
+    """
+
+    kind: str
+    slices: SliceSettings | None = None
+    volume: Preprocess3DSettings | None = None
+    experiment: str = ""
+    model: str = ""
+    synthetic: bool = False
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"kind: {self.kind!r} not in {KINDS}")
+        if (self.slices is None) == (self.kind == "slices2d") or (self.volume is None) == (self.kind == "volume3d"):
+            raise ValueError(f"a {self.kind} spec needs its own settings only "
+                             "(slices for slices2d, volume for volume3d)")
+
+    @classmethod
+    def for_slices(cls, slices: SliceSettings, **provenance) -> "InferenceSpec":
+        return cls("slices2d", slices=slices, **provenance)
+
+    @classmethod
+    def for_volume(cls, volume: Preprocess3DSettings, **provenance) -> "InferenceSpec":
+        return cls("volume3d", volume=volume, **provenance)
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        return (self.slices or self.volume).modalities
+
+    def to_json(self) -> dict:
+        slices = None
+        if self.slices is not None:
+            slices = {**dataclasses.asdict(self.slices), "modalities": list(self.slices.modalities)}
+        volume = None
+        if self.volume is not None:
+            volume = {k: v for k, v in self.volume.to_json().items() if k != "min_tumour_fraction"}
+        return {"format": SPEC_FORMAT, "kind": self.kind, "slices": slices, "volume": volume,
+                "experiment": self.experiment, "model": self.model, "synthetic": bool(self.synthetic)}
+
+    @classmethod
+    def from_json(cls, data: Mapping) -> "InferenceSpec":
+        if not isinstance(data, Mapping) or data.get("format") != SPEC_FORMAT:
+            found = data.get("format") if isinstance(data, Mapping) else type(data).__name__
+            raise ValueError(f"inference spec format {found!r}; this version reads format {SPEC_FORMAT}")
+        slices, volume = data.get("slices"), data.get("volume")
+        return cls(kind=data["kind"], slices=None if slices is None else SliceSettings(**slices),
+                   volume=None if volume is None else _volume_settings(volume),
+                   experiment=data.get("experiment", ""), model=data.get("model", ""),
+                   synthetic=bool(data.get("synthetic", False)))
+
+    @classmethod
+    def from_run_config(cls, config: Mapping, model: str = "") -> "InferenceSpec":
+        """The spec in a run's ``config.json`` (for runs exported before ``inference.json``):
+        ``data.slices`` means a 2D slice model, ``data.preprocess`` a 3D one."""
+        data = config.get("data") or {}
+        provenance = {"experiment": config.get("name", ""), "synthetic": bool(config.get("synthetic", False)),
+                      "model": model or (config.get("model") or {}).get("name", "")}
+        if isinstance(data.get("slices"), Mapping):
+            return cls.for_slices(SliceSettings(**data["slices"]), **provenance)
+        if isinstance(data.get("preprocess"), Mapping):
+            return cls.for_volume(_volume_settings(data["preprocess"]), **provenance)
+        raise ValueError("the run configuration holds neither data.slices (2D) nor data.preprocess (3D) settings")
+
+
+# --------------------------------------------------------------------------------------------
+# Labels back in the original grid
+# --------------------------------------------------------------------------------------------
 
 
 def to_brats_labels(classes: np.ndarray) -> np.ndarray:
@@ -38,6 +149,11 @@ def uncrop_labels(classes: np.ndarray, crop, shape) -> np.ndarray:
     return labels
 
 
+# --------------------------------------------------------------------------------------------
+# 2D slice models
+# --------------------------------------------------------------------------------------------
+
+
 def slice_range(settings: SliceSettings, depth: int, which: str = "window") -> range:
     """The axial slices to predict: the training window or the whole depth."""
     if which == "all":
@@ -47,23 +163,53 @@ def slice_range(settings: SliceSettings, depth: int, which: str = "window") -> r
     return range(settings.start, min(settings.stop, depth))
 
 
-def predict_volume_2d(model, case: Case, settings: SliceSettings, *, slices: str = "window",
-                      batch_size: int = 16) -> np.ndarray:
+def slices_to_predict(image: np.ndarray, settings: SliceSettings, which: str = "window",
+                      skip_empty: bool = False) -> list[int]:
+    """Axial slices of an ``(H, W, D, C)`` image :func:`predict_volume_2d` runs the model on."""
+    chosen = list(slice_range(settings, image.shape[2], which))
+    if skip_empty:
+        has_brain = image.any(axis=(0, 1, 3))
+        chosen = [k for k in chosen if has_brain[k]]
+    return chosen
+
+
+def predict_in_batches(predict: PredictFn, x: np.ndarray, batch_size: int,
+                       progress: Progress | None = None) -> np.ndarray:
+    """``predict`` over ``x`` in batches of ``batch_size``, concatenated as float32."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
+    out = []
+    for first in range(0, len(x), batch_size):
+        chunk = x[first:first + batch_size]
+        out.append(np.asarray(predict(chunk), np.float32))
+        if progress is not None:
+            progress(len(chunk))
+    return np.concatenate(out)
+
+
+def predict_volume_2d(predict: PredictFn, case: Case, settings: SliceSettings, *, slices: str = "window",
+                      batch_size: int = 16, skip_empty: bool = False,
+                      progress: Progress | None = None) -> np.ndarray:
     """Predict a ``(H, W, D)`` BraTS label volume for ``case``; slices outside ``slices`` are background.
 
     ``case.image`` must hold ``settings.modalities`` in that order (``load_case(files,
-    settings.modalities)``).
+    settings.modalities)``). ``skip_empty``: a slice without one non-zero voxel in any channel lies
+    outside the skull-stripped brain and is labelled background without running the model (tumour
+    lies inside the brain; nnU-Net likewise crops a case to its non-zero box before inference).
+    ``progress`` is called with the number of slices of each batch.
     """
     if tuple(case.modalities) != tuple(settings.modalities):
         raise ValueError(f"case modalities {case.modalities} differ from the model's {settings.modalities}")
     h, w, depth, _ = case.image.shape
-    chosen = list(slice_range(settings, depth, slices))
+    chosen = slices_to_predict(case.image, settings, slices, skip_empty)
+    labels = np.zeros((h, w, depth), np.uint8)
+    if not chosen:
+        return labels
     stats = normalization_stats(case.image, settings.normalization)
     slab = normalize_volume(case.image[:, :, chosen], settings.normalization, stats)
     x = resize_images(np.transpose(slab, (2, 0, 1, 3)), settings.size)
-    probabilities = np.asarray(model.predict(x, batch_size=batch_size, verbose=0))
+    probabilities = predict_in_batches(predict, x, batch_size, progress)
     classes = np.argmax(resize_images(probabilities, (h, w)), axis=-1).astype(np.uint8)
-    labels = np.zeros((h, w, depth), np.uint8)
     labels[:, :, chosen] = np.transpose(to_brats_labels(classes), (1, 2, 0))
     return labels
 
@@ -90,6 +236,20 @@ def window_starts(size: int, roi: int, overlap: float) -> list[int]:
     return starts
 
 
+def window_corners(shape, roi, overlap: float) -> list[tuple[int, int, int]]:
+    """Start corners of the windows :func:`sliding_window_inference` predicts for a ``shape`` volume
+    (``shape`` at least ``roi`` along every axis)."""
+    return [(i, j, k) for i in window_starts(shape[0], roi[0], overlap)
+            for j in window_starts(shape[1], roi[1], overlap)
+            for k in window_starts(shape[2], roi[2], overlap)]
+
+
+def count_windows(shape, roi, overlap: float) -> int:
+    """How many windows :func:`sliding_window_inference` predicts for a ``shape`` volume."""
+    return len(window_corners(tuple(max(int(n), int(r)) for n, r in zip(shape, roi)), tuple(int(r) for r in roi),
+                              overlap))
+
+
 def importance_map(roi, blending: str = "gaussian", sigma_scale: float = 0.125) -> np.ndarray:
     """Per-voxel weight of a window's prediction: ones (``constant``) or a Gaussian centred on the
     window with ``sigma = sigma_scale * roi`` per axis, scaled to a maximum of 1 and floored at the
@@ -109,8 +269,9 @@ def importance_map(roi, blending: str = "gaussian", sigma_scale: float = 0.125) 
     return np.maximum(weights, positive.min()).astype(np.float32)
 
 
-def sliding_window_inference(predict, volume: np.ndarray, roi, *, overlap: float = 0.5,
-                             blending: str = "gaussian", batch_size: int = 1) -> np.ndarray:
+def sliding_window_inference(predict: PredictFn, volume: np.ndarray, roi, *, overlap: float = 0.5,
+                             blending: str = "gaussian", batch_size: int = 1,
+                             progress: Progress | None = None) -> np.ndarray:
     """Class probabilities of a whole ``(X, Y, Z, C)`` volume from a model that sees ``roi`` windows.
 
     ``predict`` maps a batch ``(B, *roi, C)`` to ``(B, *roi, K)`` (e.g. ``model.predict_on_batch``).
@@ -118,7 +279,7 @@ def sliding_window_inference(predict, volume: np.ndarray, roi, *, overlap: float
     averaged with the weights of :func:`importance_map` (``gaussian`` favours window centres, where
     a convolutional network sees the most context; ``constant`` is a plain mean). A volume smaller
     than ``roi`` along an axis is zero-padded at the end and the padding is cut from the result.
-    Returns ``(X, Y, Z, K)`` float32.
+    ``progress`` is called with the number of windows of each batch. Returns ``(X, Y, Z, K)`` float32.
     """
     volume = np.asarray(volume, np.float32)
     roi = tuple(int(n) for n in roi)
@@ -135,9 +296,7 @@ def sliding_window_inference(predict, volume: np.ndarray, roi, *, overlap: float
         padded[: shape[0], : shape[1], : shape[2]] = volume
         volume = padded
     weights = importance_map(roi, blending)[..., None]
-    corners = [(i, j, k) for i in window_starts(padded_shape[0], roi[0], overlap)
-               for j in window_starts(padded_shape[1], roi[1], overlap)
-               for k in window_starts(padded_shape[2], roi[2], overlap)]
+    corners = window_corners(padded_shape, roi, overlap)
     out = count = None
     for first in range(0, len(corners), batch_size):
         group = corners[first:first + batch_size]
@@ -152,4 +311,23 @@ def sliding_window_inference(predict, volume: np.ndarray, roi, *, overlap: float
             window = (slice(i, i + roi[0]), slice(j, j + roi[1]), slice(k, k + roi[2]))
             out[window] += p * weights
             count[window] += weights
+        if progress is not None:
+            progress(len(group))
     return (out / count)[: shape[0], : shape[1], : shape[2]]
+
+
+def predict_volume_3d(predict: PredictFn, case: Case, settings: Preprocess3DSettings, roi, *,
+                      overlap: float = 0.5, blending: str = "gaussian", batch_size: int = 1,
+                      progress: Progress | None = None) -> np.ndarray:
+    """Predict a BraTS label volume over ``case``'s whole grid with a 3D model that sees ``roi`` windows.
+
+    The whole volume is scaled as in training (``settings.scaling`` over whole axial slices or the
+    whole volume, before any crop, as :func:`~brats_keras.data.volumes3d.preprocess_case_3d` does);
+    :func:`sliding_window_inference` then covers all of it, not only the training crop.
+    """
+    if tuple(case.modalities) != tuple(settings.modalities):
+        raise ValueError(f"case modalities {case.modalities} differ from the model's {settings.modalities}")
+    volume = scale_channels(case.image, settings.scaling)
+    probabilities = sliding_window_inference(predict, volume, roi, overlap=overlap, blending=blending,
+                                             batch_size=batch_size, progress=progress)
+    return to_brats_labels(np.argmax(probabilities, axis=-1))

@@ -43,7 +43,7 @@ from brats_keras.experiment import (  # noqa: E402
     Default, data_provenance, experiment_parser, finish_run, patient_split, record_config, resolve_run,
 )
 from brats_keras.export import export_checked  # noqa: E402
-from brats_keras.inference import predict_volume_2d, slice_range  # noqa: E402
+from brats_keras.inference import InferenceSpec, predict_volume_2d, slice_range  # noqa: E402
 from brats_keras.metrics import MeanIoU, RegionDice  # noqa: E402
 from brats_keras.models import create_model  # noqa: E402
 from brats_keras.reporting import (  # noqa: E402
@@ -102,7 +102,7 @@ def whole_volume_evaluation(model, files, config, plots: Path, name: str, synthe
     overlay_done = False
     for case_files in files:
         case = load_case(case_files, config.data.slices.modalities)
-        pred = predict_volume_2d(model, case, config.data.slices, slices=config.data.eval_slices)
+        pred = predict_volume_2d(model.predict_on_batch, case, config.data.slices, slices=config.data.eval_slices)
         per_case[case.case_id] = evaluate_case(pred, case.label, case.spacing, case=case.case_id)
         window = list(slice_range(config.data.slices, case.label.shape[2], config.data.eval_slices))
         tumour_area = (case.label[:, :, window] > 0).sum(axis=(0, 1))
@@ -240,7 +240,9 @@ def main(argv=None) -> int:
             "test_rows": {e: {k: v for k, v in row.items() if k.startswith("test_")} for e, row in test_table.rows.items()},
             "final_test": {k: float(v) for k, v in final_test.items()},
             "whole_volume": evaluation,
-            **export_checked(model, model_run.model_keras, model_run.saved_model, sample),
+            **export_checked(model, model_run.model_keras, model_run.saved_model, sample,
+                             InferenceSpec.for_slices(config.data.slices, experiment=EXPERIMENT, model=name,
+                                                      synthetic=synthetic)),
         }
         wt = evaluation["summary"].get("WT", {}).get("dice", {}).get("mean", float("nan"))
         print(f"{MODEL_TITLES[name]}: whole-volume WT Dice {wt:.3f} on {len(test_files)} test patients", flush=True)

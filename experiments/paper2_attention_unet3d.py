@@ -51,7 +51,7 @@ from brats_keras.experiment import (  # noqa: E402
     resolve_run,
 )
 from brats_keras.export import export_checked  # noqa: E402
-from brats_keras.inference import uncrop_labels  # noqa: E402
+from brats_keras.inference import InferenceSpec, uncrop_labels  # noqa: E402
 from brats_keras.metrics import IoUScore  # noqa: E402
 from brats_keras.models import create_model  # noqa: E402
 from brats_keras.reporting import (  # noqa: E402
@@ -327,7 +327,9 @@ def main(argv=None) -> int:
             "last_epoch": {k: float(v[-1]) for k, v in history.items() if v},
             "cohorts": scores,
             "peak_host_memory_mb": round(peak_rss_mb(), 1),
-            **export_checked(model, model_run.model_keras, model_run.saved_model, sample),
+            **export_checked(model, model_run.model_keras, model_run.saved_model, sample,
+                             InferenceSpec.for_volume(config.data.preprocess, experiment=EXPERIMENT, model=name,
+                                                      synthetic=synthetic)),
         }
         summary = " / ".join(f"{c} WT Dice {s['summary']['WT']['dice']['mean']:.3f}" for c, s in scores.items())
         print(f"{MODEL_TITLES[name]}: {summary}", flush=True)

@@ -61,3 +61,16 @@ def history_epochs(path: Path) -> list[int]:
     """The epoch column of a run's ``history.csv``."""
     with open(path, newline="") as fh:
         return [int(row["epoch"]) for row in csv.DictReader(fh)]
+
+
+def predict_and_evaluate(model: Path, data_dir: Path, pred_dir: Path, scores: Path) -> list[dict]:
+    """``python -m brats_keras predict`` then ``evaluate`` (against the same folder's labels) in
+    subprocesses, as a user runs them; the per-case rows of the scores CSV."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    for args in (["predict", "--model", str(model), "--data-dir", str(data_dir), "--out", str(pred_dir)],
+                 ["evaluate", "--pred-dir", str(pred_dir), "--label-dir", str(data_dir), "--out", str(scores)]):
+        proc = subprocess.run([sys.executable, "-m", "brats_keras", *args], capture_output=True, text=True,
+                              cwd=REPO, env=env, timeout=900)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    with open(scores, newline="") as fh:
+        return [row for row in csv.DictReader(fh) if row["status"]]

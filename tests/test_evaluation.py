@@ -305,6 +305,8 @@ def test_aggregate_by_hand():
     assert stats["median"] == pytest.approx(0.7)
     assert stats["std"] == pytest.approx(0.2)  # sample std (ddof=1)
     assert (stats["min"], stats["max"]) == (0.5, 0.9)
+    # BraTS leaderboard quartiles, linear interpolation between order statistics: 0.5 + 0.5·0.2, 0.7 + 0.5·0.2
+    assert (stats["p25"], stats["p75"]) == (pytest.approx(0.6), pytest.approx(0.8))
     assert aggregate([_case(0.5), _case(0.9)], ddof=0)["WT"]["hd95"]["std"] == pytest.approx(2.0)
     assert math.isnan(aggregate([_case(0.5)])["WT"]["dice"]["std"])
     by_id = aggregate({"a": _case(0.2), "b": _case(0.4)})

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.helpers import REPO, history_epochs, run_experiment
+from tests.helpers import REPO, history_epochs, predict_and_evaluate, run_experiment
 
 SCRIPT = REPO / "experiments" / "paper1_u_resunet.py"
 TINY = ["--epochs", "1", "--batch-size", "8", "--slice-start", "5", "--slice-count", "30", "--image-size", "32",
@@ -55,6 +55,14 @@ def test_tiny_run_writes_the_whole_run_folder(synthetic_brats, tmp_path):
     assert "97.91" in table  # the paper's epoch-5 value, in its paper column
     assert "| 5 | not run | 97.91 |" in table  # a 1-epoch run never shows a paper value as measured
     assert "synthetic" in table.lower()
+
+    # the trained model predicts new patients with the pre-processing it recorded, and is scored
+    spec = json.loads((out / "u_resunet" / "inference.json").read_text())
+    assert spec["kind"] == "slices2d" and spec["slices"]["size"] == 32 and spec["synthetic"] is True
+    pred, scores = tmp_path / "pred", tmp_path / "scores.csv"
+    predicted = predict_and_evaluate(out / "u_resunet" / "saved_model", synthetic_brats, pred, scores)
+    assert len(predicted) == 6 * 3 and all(r["status"] == "ok" for r in predicted)
+    assert all(0.0 <= float(r["dice"]) <= 1.0 for r in predicted)
 
 
 @pytest.mark.slow

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.helpers import REPO, TINY_SHAPE, history_epochs, run_experiment, save_nifti
+from tests.helpers import REPO, TINY_SHAPE, history_epochs, predict_and_evaluate, run_experiment, save_nifti
 
 SCRIPT = REPO / "experiments" / "paper2_attention_unet3d.py"
 TINY = ["--epochs", "1", "--crop", "8:40,8:40,4:36", "--filters", "2", "--jit-compile", "off"]  # XLA compiles slowly
@@ -81,6 +81,16 @@ def test_tiny_run_with_external_cohort_writes_every_output(synthetic_brats, coho
     assert "0.9942" in table and "0.9067" in table  # paper values in their paper columns
     assert "| Spatial-attention U-Net | test-2021 |" in table
     assert "synthetic" in table.lower()
+
+    # the trained attention U-Net predicts the external cohort's whole volumes in 32³ windows
+    spec = json.loads((out / "unet3d_spatial_attention" / "inference.json").read_text())
+    assert spec["kind"] == "volume3d" and spec["volume"]["crop"] == [[8, 40], [8, 40], [4, 36]]
+    pred = tmp_path / "pred"
+    rows = predict_and_evaluate(out / "unet3d_spatial_attention" / "model.keras", cohort_2021, pred,
+                                tmp_path / "scores.csv")
+    assert {r["case"] for r in rows} == {p.name for p in cohort_2021.iterdir() if p.is_dir()}
+    record = json.loads((pred / "predictions.json").read_text())
+    assert {c["windows"] for c in record["cases"].values()} == {8}  # 48×48×40 in 32³ windows at overlap 0.5
 
 
 @pytest.mark.slow

@@ -32,6 +32,7 @@ from brats_keras.data.layout import (
     DatasetLayout,
 )
 from brats_keras.errors import DataError
+from brats_keras.io_utils import atomic_path
 
 _DECODE_ERRORS = (
     nib.filebasedimages.ImageFileError,
@@ -76,6 +77,8 @@ class Case:
     affine: np.ndarray
     spacing: tuple[float, float, float]
     files: CaseFiles = field(repr=False)
+    header: nib.Nifti1Header | None = field(default=None, repr=False)
+    """Header of the first loaded modality: the grid (shape, affine, units) predictions are written on."""
 
 
 def detect_layout(folder_name: str) -> DatasetLayout | None:
@@ -121,14 +124,14 @@ def case_files(folder: str | Path, *, modalities: Sequence[str] = MODALITIES, re
     return CaseFiles(case_id, folder, images, label, layout.name if layout else "unknown")
 
 
-def _case_folders(root: Path, depth: int = 2) -> list[Path]:
+def case_folders(root: Path, depth: int = 2) -> list[Path]:
     """Case folders directly under ``root`` or, as in the Kaggle copies
     (``BraTS2020_TrainingData/MICCAI_BraTS2020_TrainingData/...``), up to ``depth`` levels below."""
     found = sorted(p for p in root.iterdir() if p.is_dir() and detect_layout(p.name) is not None)
     if found or depth == 0:
         return found
     for sub in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        found.extend(_case_folders(sub, depth - 1))
+        found.extend(case_folders(sub, depth - 1))
     return found
 
 
@@ -139,7 +142,7 @@ def discover_cases(
     root = Path(root)
     if not root.is_dir():
         raise DataError("data directory does not exist or is not a directory", path=root)
-    folders = _case_folders(root)
+    folders = case_folders(root)
     if not folders:
         patterns = " or ".join(layout.case_regex for layout in LAYOUTS.values())
         raise DataError(f"no BraTS case folders found (folder names matching {patterns})", path=root)
@@ -218,14 +221,20 @@ def read_label(path: str | Path, *, case_id: str = "?") -> np.ndarray:
     return validate_labels(_decode(img, path, case_id), case_id=case_id, path=path)
 
 
+def read_label_with_grid(path: str | Path, *, case_id: str = "?") -> tuple[np.ndarray, tuple[float, float, float], np.ndarray]:
+    """A validated label volume (BraTS values) with its voxel size (mm) and affine."""
+    path = Path(path)
+    img = _load_nifti(path, case_id)
+    label = validate_labels(_decode(img, path, case_id), case_id=case_id, path=path)
+    return label, tuple(float(z) for z in img.header.get_zooms()[:3]), np.asarray(img.affine)
+
+
 def load_label(files: CaseFiles) -> tuple[np.ndarray, tuple[float, float, float], np.ndarray]:
     """The validated label volume of a case with its voxel size (mm) and affine, without decoding
     any image (what whole-volume scoring needs)."""
     if files.label is None:
         raise DataError("no label file", case=files.case_id, path=files.folder)
-    img = _load_nifti(files.label, files.case_id)
-    label = validate_labels(_decode(img, files.label, files.case_id), case_id=files.case_id, path=files.label)
-    return label, tuple(float(z) for z in img.header.get_zooms()[:3]), np.asarray(img.affine)
+    return read_label_with_grid(files.label, case_id=files.case_id)
 
 
 def load_case(
@@ -236,7 +245,7 @@ def load_case(
     cid = files.case_id
     volumes = []
     reference: tuple[str, tuple[int, ...]] | None = None
-    affine = None
+    affine = header = None
     spacing = None
     for modality in modalities:
         if modality not in files.images:
@@ -246,6 +255,7 @@ def load_case(
         if reference is None:
             reference = (modality, tuple(img.shape))
             affine = img.affine
+            header = img.header
             spacing = tuple(float(z) for z in img.header.get_zooms()[:3])
         elif tuple(img.shape) != reference[1]:
             raise DataError(
@@ -265,4 +275,28 @@ def load_case(
             )
         label = validate_labels(_decode(label_img, files.label, cid), case_id=cid, path=files.label)
     image = np.stack(volumes, axis=-1) if volumes else np.zeros((0,), np.float32)
-    return Case(cid, image, modalities, label, affine, spacing, files)
+    return Case(cid, image, modalities, label, affine, spacing, files, header)
+
+
+def write_label_nifti(path: str | Path, labels: np.ndarray, affine: np.ndarray, header=None, *,
+                      description: str | None = None) -> Path:
+    """Write a BraTS label volume to ``path`` (``.nii.gz`` or ``.nii``) atomically, on the grid of
+    ``affine`` and ``header`` (the input image's: same shape, affine, qform/sform codes, units),
+    as uint8 without intensity scaling, so every viewer and BraTS scorer reads {0, 1, 2, 4} back."""
+    path = Path(path)
+    labels = np.asarray(labels)
+    if labels.ndim != 3:
+        raise ValueError(f"labels must be a 3D volume, got shape {labels.shape}")
+    header = nib.Nifti1Header() if header is None else header.copy()
+    img = nib.Nifti1Image(labels.astype(np.uint8, copy=False), affine, header)
+    img.set_data_dtype(np.uint8)
+    img.header.set_slope_inter(1.0, 0.0)
+    if description is not None:
+        img.header["descrip"] = description.encode("ascii", "replace")[:79]
+    data = img.to_bytes()
+    if path.name.endswith(".gz"):
+        # mtime=0 and no file name in the gzip header: identical labels give identical files
+        data = gzip.compress(data, compresslevel=6, mtime=0)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return path

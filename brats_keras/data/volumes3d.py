@@ -93,16 +93,24 @@ def minmax_per_volume(volume: np.ndarray) -> np.ndarray:
     return (v - lo) / (hi - lo if hi > lo else 1.0)
 
 
+def scale_channels(image: np.ndarray, scaling: str) -> np.ndarray:
+    """Scale every channel of a whole ``(X, Y, Z, C)`` volume as the reference does (``scaling``:
+    ``per_slice`` or ``per_volume``), before any crop: training crops the result, whole-volume
+    inference slides windows over it."""
+    if scaling not in SCALINGS:
+        raise ValueError(f"scaling: {scaling!r} not in {SCALINGS}")
+    scale = minmax_per_slice if scaling == "per_slice" else minmax_per_volume
+    return np.stack([scale(image[..., c]) for c in range(image.shape[-1])], axis=-1)
+
+
 def preprocess_case_3d(files: CaseFiles, settings: Preprocess3DSettings) -> tuple[np.ndarray, np.ndarray, float]:
     """One case → ``(image (X, Y, Z, C) float32, mask (X, Y, Z) uint8 classes, tumour fraction)``."""
     case = load_case(files, settings.modalities, with_label=True)
     shape = case.image.shape[:3]
     if any(hi > n for (_, hi), n in zip(settings.crop, shape)):
         raise DataError(f"crop {settings.crop} does not fit the volume shape {shape}", case=files.case_id, path=files.folder)
-    scale = minmax_per_slice if settings.scaling == "per_slice" else minmax_per_volume
-    channels = [scale(case.image[..., c]) for c in range(case.image.shape[-1])]
     window = tuple(slice(lo, hi) for lo, hi in settings.crop)
-    image = np.stack(channels, axis=-1)[window]
+    image = scale_channels(case.image, settings.scaling)[window]
     mask = to_class_indices(case.label)[window]
     tumour_fraction = float(np.count_nonzero(mask)) / mask.size
     return np.ascontiguousarray(image), np.ascontiguousarray(mask), tumour_fraction
