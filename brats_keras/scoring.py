@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from brats_keras.data.brats import case_files, case_folders, detect_layout, read_label_with_grid
 from brats_keras.data.layout import LABEL_KEY, NIFTI_SUFFIXES
+from brats_keras.data.synthetic import is_synthetic_dataset
 from brats_keras.errors import DataError
 from brats_keras.evaluation import METRICS, REGIONS, aggregate, evaluate_case
 from brats_keras.io_utils import atomic_write_text
@@ -34,7 +35,8 @@ from brats_keras.io_utils import atomic_write_text
 SUMMARY_ROWS: dict[str, str] = {"Mean": "mean", "StdDev": "std", "Median": "median",
                                 "25quantile": "p25", "75quantile": "p75"}
 """Summary row name (as in the BraTS leaderboard CSVs) → :func:`~brats_keras.evaluation.aggregate` statistic."""
-CSV_COLUMNS: tuple[str, ...] = ("case", "region", *METRICS, "status")
+CSV_COLUMNS: tuple[str, ...] = ("case", "region", *METRICS, "status", "synthetic")
+"""``synthetic`` is ``yes`` when the reference labels are the project's synthetic stand-in data."""
 
 
 def _nifti_stem(name: str) -> str | None:
@@ -132,7 +134,8 @@ def score_folder(pred_dir: str | Path, label_dir: str | Path, *, workers: int = 
             else:
                 cases[case_id] = result
     summary = aggregate({c: r["scores"] for c, r in cases.items()}) if cases else {}
-    return {"cases": cases, "failed": failed, "extra": extra, "summary": summary}
+    synthetic = is_synthetic_dataset(label_dir) or is_synthetic_dataset(Path(label_dir).parent)
+    return {"cases": cases, "failed": failed, "extra": extra, "summary": summary, "synthetic": synthetic}
 
 
 def _number(value: float) -> str:
@@ -143,15 +146,17 @@ def scores_csv(report: dict) -> str:
     """The CSV text: one row per case and region, then the summary rows (``case`` = statistic)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
+    synthetic = "yes" if report.get("synthetic") else "no"
     writer.writerow(CSV_COLUMNS)
     for case_id, result in report["cases"].items():
         for region in REGIONS:
             writer.writerow([case_id, region, *(_number(result["scores"][region][m]) for m in METRICS),
-                             result["status"]])
+                             result["status"], synthetic])
     for row_name, stat in SUMMARY_ROWS.items():
         for region in REGIONS:
             if region in report["summary"]:
-                writer.writerow([row_name, region, *(_number(report["summary"][region][m][stat]) for m in METRICS), ""])
+                writer.writerow([row_name, region, *(_number(report["summary"][region][m][stat]) for m in METRICS),
+                                 "", synthetic])
     return buffer.getvalue()
 
 
@@ -171,6 +176,8 @@ def summary_text(report: dict) -> str:
             s, digits = report["summary"][region][m], 2 if m == "hd95" else 4
             cells.append(f"{s['mean']:.{digits}f} ± {s['std']:.{digits}f} ({s['median']:.{digits}f})".rjust(26))
         lines.append(f"{region:<7}" + "".join(cells))
+    if report.get("synthetic"):
+        lines.insert(0, "*** SYNTHETIC reference labels: these scores are not a result on patient data ***")
     statuses = [r["status"] for r in report["cases"].values()]
     lines.append(f"cases: {len(statuses)} scored ({statuses.count('missing')} missing, "
                  f"{statuses.count('invalid')} invalid predictions), {len(report['failed'])} unusable labels; "

@@ -53,6 +53,16 @@ def test_a_perfect_prediction_scores_dice_1_and_hd95_0(labelled, tmp_path):
     summary = {(r["case"], r["region"]): r for r in rows if not r["case"].startswith("BraTS")}
     assert set(summary) == {(name, region) for name in SUMMARY_ROWS for region in ("ET", "TC", "WT")}
     assert float(summary[("Mean", "WT")]["dice"]) == 1.0 and float(summary[("StdDev", "ET")]["hd95"]) == 0.0
+    assert {r["synthetic"] for r in rows} == {"no"}  # hand-made test labels, not the synthetic generator's
+
+
+def test_scores_on_synthetic_labels_say_so(synthetic_brats, tmp_path, capsys):
+    pred = tmp_path / "pred"
+    _copy_labels_as_predictions(synthetic_brats, pred)
+    out = tmp_path / "scores.csv"
+    assert main(["evaluate", "--pred-dir", str(pred), "--label-dir", str(synthetic_brats), "--out", str(out)]) == 0
+    assert {r["synthetic"] for r in _rows(out)} == {"yes"}
+    assert "SYNTHETIC" in capsys.readouterr().out
 
 
 def test_missing_predictions_get_the_empty_penalty_and_summary_matches_numpy(labelled, tmp_path, capsys):
