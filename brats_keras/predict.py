@@ -24,8 +24,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from brats_keras.data.brats import CaseFiles, case_files, case_folders, detect_layout, load_case, write_label_nifti
-from brats_keras.data.layout import LAYOUTS
+from brats_keras.data.brats import CaseFiles, find_cases, load_case, write_label_nifti
 from brats_keras.data.synthetic import is_synthetic_dataset
 from brats_keras.errors import BratsKerasError, DataError
 from brats_keras.export import Predictor, accelerator_present, find_inference_spec, load_predictor
@@ -79,25 +78,6 @@ class PredictSettings:
         if spec.kind == "slices2d":
             return {"skip_empty": self.skip_empty}
         return {"overlap": self.overlap, "blending": self.blending}
-
-
-def find_cases(data_dir: str | Path, modalities) -> tuple[list[CaseFiles], dict[str, str]]:
-    """Case folders under ``data_dir`` (or ``data_dir`` itself when it is one), and the folders
-    whose files are missing: ``(cases, {case_id: error})``."""
-    root = Path(data_dir)
-    if not root.is_dir():
-        raise DataError("data directory does not exist or is not a directory", path=root)
-    folders = [root] if detect_layout(root.name) is not None else case_folders(root)
-    if not folders:
-        patterns = " or ".join(layout.case_regex for layout in LAYOUTS.values())
-        raise DataError(f"no BraTS case folders found (folder names matching {patterns})", path=root)
-    cases, failed = [], {}
-    for folder in folders:
-        try:
-            cases.append(case_files(folder, modalities=modalities, require_label=False))
-        except DataError as exc:
-            failed[folder.name] = str(exc)
-    return cases, failed
 
 
 def check_model_matches_spec(predictor: Predictor, spec: InferenceSpec) -> tuple[int, ...] | None:
@@ -179,7 +159,7 @@ def predict_folder(model_path: str | Path, data_dir: str | Path, out_dir: str | 
     """
     model_path, data_dir, out_dir = Path(model_path), Path(data_dir), Path(out_dir)
     spec, spec_source = find_inference_spec(model_path)
-    cases, failed_discovery = find_cases(data_dir, spec.modalities)
+    cases, failed_discovery = find_cases(data_dir, modalities=spec.modalities)
     synthetic_data = is_synthetic_dataset(data_dir) or is_synthetic_dataset(data_dir.parent)
     record = _manifest(model_path, spec, spec_source, settings, data_dir, synthetic_data)
     done = _resume_state(out_dir, record, overwrite)

@@ -149,6 +149,26 @@ def discover_cases(
     return [case_files(f, modalities=modalities, require_label=require_label) for f in folders]
 
 
+def find_cases(root: str | Path, *, modalities: Sequence[str] = MODALITIES,
+               require_label: bool = False) -> tuple[list[CaseFiles], dict[str, str]]:
+    """Like :func:`discover_cases` for tools that go on past a broken case (predict, correction):
+    ``(cases, {case_id: problem})``. ``root`` may also be a single case folder."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError("data directory does not exist or is not a directory", path=root)
+    folders = [root] if detect_layout(root.name) is not None else case_folders(root)
+    if not folders:
+        patterns = " or ".join(layout.case_regex for layout in LAYOUTS.values())
+        raise DataError(f"no BraTS case folders found (folder names matching {patterns})", path=root)
+    cases, failed = [], {}
+    for folder in folders:
+        try:
+            cases.append(case_files(folder, modalities=modalities, require_label=require_label))
+        except DataError as exc:
+            failed[folder.name] = str(exc)
+    return cases, failed
+
+
 def _load_nifti(path: Path, case_id: str) -> nib.Nifti1Image:
     try:
         img = nib.load(str(path))
