@@ -61,7 +61,8 @@ class DwellLearningRate(keras.callbacks.Callback):
     """
 
     COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "next_lr", "monitor",
-               "improvement_pct", "duration_s")
+               "improvement_pct", "restored", "duration_s")
+    """Per-epoch table columns; ``restored`` says the epoch ended with the best weights put back."""
 
     def __init__(
         self,
@@ -170,6 +171,7 @@ class DwellLearningRate(keras.callbacks.Callback):
         val_loss = float(logs[self.val_loss_key])
         lr = get_learning_rate(self.model)
         next_lr = lr
+        restored = False
         first = not self.rows
 
         if accuracy < self.threshold:
@@ -203,6 +205,7 @@ class DwellLearningRate(keras.callbacks.Callback):
             self.stop_count += 1
             if self.dwell:
                 self.model.set_weights(self.best_weights)
+                restored = True
         else:
             self.count += 1
 
@@ -216,12 +219,14 @@ class DwellLearningRate(keras.callbacks.Callback):
             "next_lr": next_lr,
             "monitor": monitor,
             "improvement_pct": improvement,
+            "restored": restored,
             "duration_s": time.perf_counter() - self._epoch_start,
         }
         self.rows.append(row)
         if self.verbose:
             self._print(self._format(row))
         logs["lr"] = lr  # so CSVLogger / TensorBoard record the learning rate used
+        logs["weights_restored"] = float(restored)  # and whether the epoch ended on the best weights
         if self.stop_count >= self.stop_patience:
             self.stopped_epoch = epoch + 1
             self.model.stop_training = True
@@ -243,6 +248,8 @@ class DwellLearningRate(keras.callbacks.Callback):
             value = row[key]
             if key == "epoch" or key == "monitor":
                 cells.append(f"{value:>12}")
+            elif key == "restored":
+                cells.append(f"{'yes' if value else 'no':>12}")
             elif key in ("lr", "next_lr"):
                 cells.append(f"{value:>12.3e}")
             elif key in ("accuracy", "val_accuracy"):

@@ -26,6 +26,7 @@ History
 
 Figures (PNG, written atomically: a temporary file in the destination folder, then ``os.replace``)
     :func:`plot_training_curves` — train / validation curves per metric (papers 1 and 3 figures).
+    :func:`plot_lr_schedule` — learning rate per epoch with the dwell callback's weight restores marked.
     :func:`plot_prediction_overlay` — FLAIR slice, ground truth, prediction (paper 1's Fig. 6.1;
     binary masks for papers 4 and 5).
     :func:`plot_volume_overlay` — the same three columns on axial / coronal / sagittal planes of a
@@ -677,6 +678,50 @@ def plot_training_curves(
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(True, alpha=0.3)
         ax.legend(loc="best", frameon=True)
+    _suptitle(fig, title, synthetic)
+    return _save_png(fig, out_png)
+
+
+def plot_lr_schedule(
+    history: Any,
+    out_png: str | os.PathLike,
+    *,
+    title: str | None = None,
+    synthetic: bool = False,
+    figsize: tuple[float, float] = (6.5, 4.0),
+    dpi: int = DEFAULT_DPI,
+) -> Path:
+    """The learning rate of every epoch (log scale, a step line) with the epochs whose end put the
+    best weights back marked — what :class:`~brats_keras.callbacks.DwellLearningRate` logs as
+    ``lr`` and ``weights_restored`` (paper 3's dwell behaviour, made visible).
+
+    ``history`` is a Keras ``History``, its dict, or :func:`read_history_csv`'s result.
+
+    Raises:
+        ValueError: the history has no ``lr``.
+    """
+    hist = _history_dict(history)
+    if "lr" not in hist:
+        raise ValueError(f"history has no 'lr' (log it with DwellLearningRate); available: {sorted(hist)}")
+    from matplotlib.ticker import MaxNLocator
+
+    lr = np.asarray(hist["lr"], dtype=float)
+    epochs = np.arange(1, len(lr) + 1)
+    restored = np.asarray(hist.get("weights_restored", np.zeros_like(lr)), dtype=float)
+    fig = _new_figure(figsize, dpi)
+    ax = fig.subplots()
+    ax.step(epochs, lr, where="post", color="tab:blue", linewidth=1.8, label="learning rate of the epoch")
+    ax.plot(epochs, lr, "o", color="tab:blue", markersize=3.5)
+    marked = restored > 0.5
+    if marked.any():
+        ax.plot(epochs[marked], lr[marked], "v", color="tab:red", markersize=9, linestyle="none",
+                label="best weights restored at the end of the epoch")
+    ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("learning rate")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(loc="best", frameon=True)
     _suptitle(fig, title, synthetic)
     return _save_png(fig, out_png)
 

@@ -64,6 +64,7 @@ def test_reduces_lr_after_patience_and_dwells_on_best_weights():
     assert [r["monitor"] for r in cb.rows] == ["val_loss"] * 6
     assert cb.rows[3]["next_lr"] == pytest.approx(0.05) and cb.rows[3]["lr"] == pytest.approx(0.1)
     assert cb.rows[1]["improvement_pct"] == pytest.approx(20.0)
+    assert [r["restored"] for r in cb.rows] == [False, False, False, True, False, False]
 
 
 def test_without_dwell_weights_are_kept_until_the_end():
@@ -73,6 +74,7 @@ def test_without_dwell_weights_are_kept_until_the_end():
     assert [t["weights"] for t in trace] == [1, 2, 3]
     assert [t["lr"] for t in trace] == pytest.approx([0.1, 0.01, 0.01])
     assert weight_value(model) == 3
+    assert not any(r["restored"] for r in cb.rows)  # the LR drops, the weights stay
 
 
 def test_stops_after_stop_patience_reductions_without_improvement():
@@ -150,6 +152,7 @@ def test_works_inside_fit():
     history = model.fit(x, y, validation_split=0.25, epochs=6, batch_size=16, verbose=0, callbacks=[cb])
     assert len(cb.rows) == len(history.history["loss"]) >= 2
     assert history.history["lr"][0] == pytest.approx(0.5)
+    assert history.history["weights_restored"] == [float(r["restored"]) for r in cb.rows]
     for restored, best in zip(model.get_weights(), cb.best_weights):  # best weights restored at the end
         np.testing.assert_array_equal(restored, best)
 

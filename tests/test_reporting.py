@@ -211,6 +211,19 @@ def test_plot_training_curves_png(tmp_path):
         rp.plot_training_curves(history, tmp_path / "x.png", metrics=("dice",))
 
 
+def test_plot_lr_schedule_marks_restored_epochs(tmp_path):
+    history = {"lr": [1e-3, 1e-3, 1e-3, 5e-4, 5e-4, 2.5e-4], "weights_restored": [0, 0, 1, 0, 1, 0]}
+    out = rp.plot_lr_schedule(history, tmp_path / "lr.png", title="dwell", synthetic=True, dpi=60)
+    pixels = check_png(out, 6.5, 4.0, 60)[..., :3]
+    red = (pixels[..., 0] > 0.7) & (pixels[..., 1] < 0.35) & (pixels[..., 2] < 0.35)
+    assert red.sum() > 40  # the restore markers (tab:red)
+    plain = rp.plot_lr_schedule({"lr": history["lr"]}, tmp_path / "plain" / "lr.png", dpi=60)
+    plain_pixels = check_png(plain, 6.5, 4.0, 60)[..., :3]
+    assert ((plain_pixels[..., 0] > 0.7) & (plain_pixels[..., 1] < 0.35) & (plain_pixels[..., 2] < 0.35)).sum() == 0
+    with pytest.raises(ValueError, match="'lr'"):
+        rp.plot_lr_schedule({"loss": [1.0]}, tmp_path / "x.png")
+
+
 def test_plot_prediction_overlay_png_and_class_colours(tmp_path):
     image, truth, _ = brain_slice()
     image[:] = 0.0  # black background so the overlay colour is measurable
