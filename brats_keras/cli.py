@@ -19,17 +19,17 @@ import sys
 
 from brats_keras.errors import cli_errors
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-
-def _fraction(text: str) -> float:
+def fraction(text: str) -> float:
+    """argparse type: a number in [0, 1)."""
     value = float(text)
     if not 0.0 <= value < 1.0:
         raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
     return value
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
@@ -45,9 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", required=True, help="BraTS 2020 / 2021 case folders (label files optional), "
                    "or one case folder")
     p.add_argument("--out", required=True, help="folder for <case>.nii.gz and predictions.json")
-    p.add_argument("--batch-size", type=_positive_int, help="slices (2D, default 16) or windows (3D, default 1) "
+    p.add_argument("--batch-size", type=positive_int, help="slices (2D, default 16) or windows (3D, default 1) "
                    "per forward pass")
-    p.add_argument("--overlap", type=_fraction, default=0.5,
+    p.add_argument("--overlap", type=fraction, default=0.5,
                    help="3D: overlap of neighbouring windows, a fraction of the window (default 0.5)")
     p.add_argument("--blending", choices=("gaussian", "constant"), default="gaussian",
                    help="3D: weights of overlapping windows (default gaussian)")
@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label-dir", required=True,
                    help="BraTS training folder (case folders with <case>_seg.nii.gz) or folder of label files")
     p.add_argument("--out", required=True, help="CSV file to write")
-    p.add_argument("--workers", type=_positive_int, default=2, help="cases scored at once (default 2)")
+    p.add_argument("--workers", type=positive_int, default=2, help="cases scored at once (default 2)")
     return parser
 
 
@@ -100,6 +100,7 @@ def evaluate_command(args) -> int:
 @cli_errors
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before a command imports TensorFlow
     if args.command == "predict":
         return predict_command(args)
     return evaluate_command(args)

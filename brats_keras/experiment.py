@@ -21,6 +21,7 @@ import argparse
 from dataclasses import dataclass
 from typing import Any
 
+from brats_keras.cli import positive_int
 from brats_keras.configs.base import JIT_COMPILE_CHOICES, apply_overrides, save_config
 from brats_keras.data.splits import load_split, save_split, split_cases
 from brats_keras.io_utils import atomic_write_json
@@ -36,13 +37,6 @@ class Default:
     source: str
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
 def experiment_parser(
     prog: str,
     description: str | None,
@@ -56,9 +50,9 @@ def experiment_parser(
     p.add_argument("--data-dir", help="folder of the real data set (see the experiment's docs page); "
                    "without it a synthetic set is generated once and the quick profile runs")
     p.add_argument("--out", help=f"run folder (default: runs/{prog}/<UTC timestamp>)")
-    p.add_argument("--epochs", type=_positive_int, default=None,
+    p.add_argument("--epochs", type=positive_int, default=None,
                    help=f"training epochs (paper: {epochs.value} — {epochs.source}; quick profile: smaller)")
-    p.add_argument("--batch-size", type=_positive_int, default=None,
+    p.add_argument("--batch-size", type=positive_int, default=None,
                    help=f"per-replica batch size (paper: {batch_size.value} — {batch_size.source})")
     p.add_argument("--seed", type=int, default=seed.value, help=f"seed for splits, shuffling and weights "
                    f"(default {seed.value} — {seed.source})")
@@ -88,6 +82,15 @@ def resolve_run(args: argparse.Namespace, experiment: str, *, root: str = "runs"
             return RunDir.create(args.out, experiment)
         return RunDir.latest(experiment, root=root)
     return RunDir.create(args.out, experiment, root=root)
+
+
+def configure(config: Any, args: argparse.Namespace, overrides: dict[str, Any]) -> Any:
+    """``config`` with the shared flags (``--epochs``, ``--batch-size``, ``--seed``, ``--strategy``)
+    and the experiment's own dotted ``overrides`` applied; unset flags (``None``) keep the profile's."""
+    return apply_overrides(config, {
+        "train.epochs": args.epochs, "train.batch_size": args.batch_size, "train.seed": args.seed,
+        "train.strategy": args.strategy, **overrides,
+    })
 
 
 def jit_compile_value(flag: str | None):

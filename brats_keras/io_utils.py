@@ -54,6 +54,14 @@ def atomic_save_npy(path: str | os.PathLike, array: np.ndarray) -> None:
             np.save(fh, np.ascontiguousarray(array))
 
 
+def read_json_or_none(path: str | os.PathLike) -> Any:
+    """The JSON in ``path``, or ``None`` when it is missing or unreadable (a manifest to rebuild)."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
 def _json_default(obj: Any) -> Any:
     if isinstance(obj, (np.integer,)):
         return int(obj)

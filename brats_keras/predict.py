@@ -160,7 +160,7 @@ def predict_folder(model_path: str | Path, data_dir: str | Path, out_dir: str | 
     model_path, data_dir, out_dir = Path(model_path), Path(data_dir), Path(out_dir)
     spec, spec_source = find_inference_spec(model_path)
     cases, failed_discovery = find_cases(data_dir, modalities=spec.modalities)
-    synthetic_data = is_synthetic_dataset(data_dir) or is_synthetic_dataset(data_dir.parent)
+    synthetic_data = is_synthetic_dataset(data_dir)
     record = _manifest(model_path, spec, spec_source, settings, data_dir, synthetic_data)
     done = _resume_state(out_dir, record, overwrite)
     batch_size = settings.batch_size or DEFAULT_BATCH[spec.kind]

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from brats_keras.data.brats import case_files, case_folders, detect_layout, read_label_with_grid
+from brats_keras.data.brats import case_folders, detect_layout, find_cases, read_label_with_grid
 from brats_keras.data.layout import LABEL_KEY, NIFTI_SUFFIXES
 from brats_keras.data.synthetic import is_synthetic_dataset
 from brats_keras.errors import DataError
@@ -67,14 +67,11 @@ def reference_labels(label_dir: str | Path) -> tuple[dict[str, Path], dict[str, 
     root = Path(label_dir)
     if not root.is_dir():
         raise DataError("label directory does not exist or is not a directory", path=root)
-    folders = [root] if detect_layout(root.name) is not None else case_folders(root)
     labels, problems = {}, {}
-    for folder in folders:
-        try:
-            labels[folder.name] = case_files(folder, modalities=(), require_label=True).label
-        except DataError as exc:
-            problems[folder.name] = str(exc)
-    if not folders:
+    if detect_layout(root.name) is not None or case_folders(root):
+        cases, problems = find_cases(root, modalities=(), require_label=True)
+        labels = {files.case_id: files.label for files in cases}
+    else:
         labels = _nifti_files(root, strip=f"_{LABEL_KEY}")
     if not labels and not problems:
         raise DataError("no label files found (BraTS case folders with <case>_seg.nii.gz, or <case>.nii.gz files)",
@@ -134,7 +131,7 @@ def score_folder(pred_dir: str | Path, label_dir: str | Path, *, workers: int = 
             else:
                 cases[case_id] = result
     summary = aggregate({c: r["scores"] for c, r in cases.items()}) if cases else {}
-    synthetic = is_synthetic_dataset(label_dir) or is_synthetic_dataset(Path(label_dir).parent)
+    synthetic = is_synthetic_dataset(label_dir)
     return {"cases": cases, "failed": failed, "extra": extra, "summary": summary, "synthetic": synthetic}
 
 

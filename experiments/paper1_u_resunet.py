@@ -28,7 +28,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from brats_keras.callbacks import EpochTable  # noqa: E402
-from brats_keras.configs import apply_overrides, make_optimizer  # noqa: E402
+from brats_keras.configs import make_optimizer  # noqa: E402
 from brats_keras.configs.paper1 import (  # noqa: E402
     EXPERIMENT, MODELS, TABLE_6_1, TABLE_6_2, UNET_BASELINE_TEXT, paper1_config,
 )
@@ -40,7 +40,8 @@ from brats_keras.data.synthetic import ensure_synthetic_dataset, is_synthetic_da
 from brats_keras.errors import cli_errors  # noqa: E402
 from brats_keras.evaluation import aggregate, evaluate_case  # noqa: E402
 from brats_keras.experiment import (  # noqa: E402
-    Default, data_provenance, experiment_parser, finish_run, patient_split, record_config, resolve_run,
+    Default, configure, data_provenance, experiment_parser, finish_run, patient_split, record_config,
+    resolve_run,
 )
 from brats_keras.export import export_checked  # noqa: E402
 from brats_keras.inference import InferenceSpec, predict_volume_2d, slice_range  # noqa: E402
@@ -180,11 +181,9 @@ def main(argv=None) -> int:
     run = resolve_run(args, EXPERIMENT)
     resume = args.resume is not None
     # --- configuration ---------------------------------------------------------------------
-    config = apply_overrides(paper1_config(quick=args.quick), {
-        "train.epochs": args.epochs, "train.batch_size": args.batch_size, "train.seed": args.seed,
-        "train.strategy": args.strategy, "data.slices.start": args.slice_start,
-        "data.slices.count": args.slice_count, "data.slices.size": args.image_size,
-        "data.max_eval_cases": args.max_eval_cases,
+    config = configure(paper1_config(quick=args.quick), args, {
+        "data.slices.start": args.slice_start, "data.slices.count": args.slice_count,
+        "data.slices.size": args.image_size, "data.max_eval_cases": args.max_eval_cases,
     })
     if args.filters is not None:
         config.model.options["filters"] = args.filters

@@ -32,7 +32,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from brats_keras.bench import peak_rss_mb  # noqa: E402
-from brats_keras.configs import apply_overrides, make_optimizer  # noqa: E402
+from brats_keras.configs import make_optimizer  # noqa: E402
 from brats_keras.configs.base import JIT_COMPILE_CHOICES  # noqa: E402
 from brats_keras.configs.paper2 import (  # noqa: E402
     EXPERIMENT, MODELS, TABLE_III, TABLE_IV, paper2_config, paper2_loss, paper2_metrics,
@@ -47,8 +47,8 @@ from brats_keras.data.volumes3d import (  # noqa: E402
 from brats_keras.errors import DataError, cli_errors  # noqa: E402
 from brats_keras.evaluation import aggregate, evaluate_case  # noqa: E402
 from brats_keras.experiment import (  # noqa: E402
-    Default, data_provenance, experiment_parser, finish_run, jit_compile_value, patient_split, record_config,
-    resolve_run,
+    Default, configure, data_provenance, experiment_parser, finish_run, jit_compile_value, patient_split,
+    record_config, resolve_run,
 )
 from brats_keras.export import export_checked  # noqa: E402
 from brats_keras.inference import InferenceSpec, uncrop_labels  # noqa: E402
@@ -249,9 +249,8 @@ def main(argv=None) -> int:
     run = resolve_run(args, EXPERIMENT)
     resume = args.resume is not None
     # --- configuration ---------------------------------------------------------------------
-    config = apply_overrides(paper2_config(quick=args.quick), {
-        "train.epochs": args.epochs, "train.batch_size": args.batch_size, "train.seed": args.seed,
-        "train.strategy": args.strategy, "train.learning_rate": args.learning_rate,
+    config = configure(paper2_config(quick=args.quick), args, {
+        "train.learning_rate": args.learning_rate,
         "train.jit_compile": jit_compile_value(args.jit_compile),
         "data.preprocess.crop": parse_crop(args.crop) if args.crop else None,
         "data.preprocess.scaling": args.scaling, "data.max_eval_cases": args.max_eval_cases,

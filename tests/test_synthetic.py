@@ -58,6 +58,7 @@ def test_brats2020_layout_and_name_mapping(tmp_path):
     assert is_synthetic_dataset(tmp_path) and is_synthetic_dataset(tmp_path.parent)  # found one level down too
     (tmp_path / "real").mkdir()
     assert not is_synthetic_dataset(tmp_path / "real")
+    assert is_synthetic_dataset(tmp_path / ids[0])  # one synthetic case folder on its own
     for case_id in ids:
         assert sorted(p.name for p in (tmp_path / case_id).iterdir()) == sorted(
             f"{case_id}_{k}.nii.gz" for k in KEYS

@@ -139,29 +139,28 @@ def discover_cases(
     root: str | Path, *, modalities: Sequence[str] = MODALITIES, require_label: bool = True
 ) -> list[CaseFiles]:
     """All BraTS 2020 / 2021 cases under ``root``, sorted by case id, each with its files checked."""
+    return [case_files(f, modalities=modalities, require_label=require_label) for f in _case_folders_of(root)]
+
+
+def _case_folders_of(root: str | Path, *, allow_case_folder: bool = False) -> list[Path]:
+    """:func:`case_folders` of ``root`` (or ``[root]`` itself when ``allow_case_folder`` and it is a
+    case folder); a missing folder or one without cases is a :class:`DataError`."""
     root = Path(root)
     if not root.is_dir():
         raise DataError("data directory does not exist or is not a directory", path=root)
-    folders = case_folders(root)
+    folders = [root] if allow_case_folder and detect_layout(root.name) is not None else case_folders(root)
     if not folders:
         patterns = " or ".join(layout.case_regex for layout in LAYOUTS.values())
         raise DataError(f"no BraTS case folders found (folder names matching {patterns})", path=root)
-    return [case_files(f, modalities=modalities, require_label=require_label) for f in folders]
+    return folders
 
 
 def find_cases(root: str | Path, *, modalities: Sequence[str] = MODALITIES,
                require_label: bool = False) -> tuple[list[CaseFiles], dict[str, str]]:
     """Like :func:`discover_cases` for tools that go on past a broken case (predict, correction):
     ``(cases, {case_id: problem})``. ``root`` may also be a single case folder."""
-    root = Path(root)
-    if not root.is_dir():
-        raise DataError("data directory does not exist or is not a directory", path=root)
-    folders = [root] if detect_layout(root.name) is not None else case_folders(root)
-    if not folders:
-        patterns = " or ".join(layout.case_regex for layout in LAYOUTS.values())
-        raise DataError(f"no BraTS case folders found (folder names matching {patterns})", path=root)
     cases, failed = [], {}
-    for folder in folders:
+    for folder in _case_folders_of(root, allow_case_folder=True):
         try:
             cases.append(case_files(folder, modalities=modalities, require_label=require_label))
         except DataError as exc:
@@ -298,25 +297,32 @@ def load_case(
     return Case(cid, image, modalities, label, affine, spacing, files, header)
 
 
-def write_label_nifti(path: str | Path, labels: np.ndarray, affine: np.ndarray, header=None, *,
-                      description: str | None = None) -> Path:
-    """Write a BraTS label volume to ``path`` (``.nii.gz`` or ``.nii``) atomically, on the grid of
-    ``affine`` and ``header`` (the input image's: same shape, affine, qform/sform codes, units),
-    as uint8 without intensity scaling, so every viewer and BraTS scorer reads {0, 1, 2, 4} back."""
+def write_nifti_like(path: str | Path, array: np.ndarray, affine: np.ndarray, header=None, *, dtype=np.float32,
+                     description: str | None = None) -> Path:
+    """Write ``array`` to ``path`` (``.nii.gz`` or ``.nii``) atomically on the grid of ``affine`` and
+    ``header`` (a source image's: shape, qform/sform codes, voxel size, units), stored as ``dtype``
+    without intensity scaling, so readers get ``array`` back exactly. The gzip header carries no
+    time stamp or name: identical arrays give identical files."""
     path = Path(path)
-    labels = np.asarray(labels)
-    if labels.ndim != 3:
-        raise ValueError(f"labels must be a 3D volume, got shape {labels.shape}")
     header = nib.Nifti1Header() if header is None else header.copy()
-    img = nib.Nifti1Image(labels.astype(np.uint8, copy=False), affine, header)
-    img.set_data_dtype(np.uint8)
+    img = nib.Nifti1Image(np.asarray(array).astype(dtype, copy=False), affine, header)
+    img.set_data_dtype(dtype)
     img.header.set_slope_inter(1.0, 0.0)
     if description is not None:
         img.header["descrip"] = description.encode("ascii", "replace")[:79]
     data = img.to_bytes()
     if path.name.endswith(".gz"):
-        # mtime=0 and no file name in the gzip header: identical labels give identical files
         data = gzip.compress(data, compresslevel=6, mtime=0)
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
     return path
+
+
+def write_label_nifti(path: str | Path, labels: np.ndarray, affine: np.ndarray, header=None, *,
+                      description: str | None = None) -> Path:
+    """:func:`write_nifti_like` for a 3D BraTS label volume, as uint8, so every viewer and BraTS
+    scorer reads {0, 1, 2, 4} back."""
+    labels = np.asarray(labels)
+    if labels.ndim != 3:
+        raise ValueError(f"labels must be a 3D volume, got shape {labels.shape}")
+    return write_nifti_like(path, labels, affine, header, dtype=np.uint8, description=description)

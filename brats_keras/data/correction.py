@@ -21,7 +21,6 @@ unchanged, and a case that fails is reported while the others complete.
 
 from __future__ import annotations
 
-import json
 import shutil
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
@@ -31,10 +30,10 @@ import nibabel as nib
 import numpy as np
 from tqdm.auto import tqdm
 
-from brats_keras.data.brats import CaseFiles, find_cases, load_case
+from brats_keras.data.brats import CaseFiles, find_cases, load_case, write_nifti_like
 from brats_keras.data.layout import MODALITIES
 from brats_keras.errors import DataError
-from brats_keras.io_utils import atomic_path, atomic_write_json
+from brats_keras.io_utils import atomic_path, atomic_write_json, read_json_or_none
 
 MANIFEST_NAME = "correction_manifest.json"
 MANIFEST_FORMAT = 1
@@ -168,16 +167,6 @@ def correct_volume(volume: np.ndarray, mask: np.ndarray, spacing=(1.0, 1.0, 1.0)
 # --------------------------------------------------------------------------------------------
 
 
-def _write_like(path: Path, array: np.ndarray, source: nib.Nifti1Image) -> None:
-    header = source.header.copy()
-    img = nib.Nifti1Image(array.astype(np.float32), source.affine, header)
-    img.set_data_dtype(np.float32)
-    img.header.set_slope_inter(1.0, 0.0)
-    suffix = ".nii.gz" if path.name.endswith(".nii.gz") else ".nii"
-    with atomic_path(path, suffix=suffix) as tmp:
-        nib.save(img, str(tmp))
-
-
 def correct_case(files: CaseFiles, out_root: str | Path, settings: CorrectionSettings = CorrectionSettings()) -> dict:
     """Correct one case into ``out_root/<case>/`` (same file names); returns its manifest entry."""
     case = load_case(files, settings.modalities, with_label=False)
@@ -187,8 +176,9 @@ def correct_case(files: CaseFiles, out_root: str | Path, settings: CorrectionSet
     for c, modality in enumerate(settings.modalities):
         source = files.images[modality]
         target = folder / source.name
-        _write_like(target, correct_volume(case.image[..., c], mask, case.spacing, settings=settings),
-                    nib.load(str(source)))
+        source_img = nib.load(str(source))  # header only: each modality keeps its own
+        write_nifti_like(target, correct_volume(case.image[..., c], mask, case.spacing, settings=settings),
+                         source_img.affine, source_img.header)
         outputs.append(target.name)
     if files.label is not None:
         target = folder / files.label.name
@@ -214,13 +204,6 @@ def _correct_one(args) -> tuple[str, dict]:
                                f"correction failed ({str(exc).strip().splitlines()[-1][:300]})"}
 
 
-def _load_manifest(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
 def correct_dataset(data_dir: str | Path, out_dir: str | Path, settings: CorrectionSettings = CorrectionSettings(),
                     *, workers: int = 1, progress: bool = True) -> dict:
     """Correct every case of ``data_dir`` into ``out_dir`` (BraTS layout) with ``MANIFEST_NAME``.
@@ -235,7 +218,7 @@ def correct_dataset(data_dir: str | Path, out_dir: str | Path, settings: Correct
                         path=out_dir)
     cases, failed = find_cases(data_dir, modalities=settings.modalities)
     manifest_path = out_dir / MANIFEST_NAME
-    previous = _load_manifest(manifest_path) or {}
+    previous = read_json_or_none(manifest_path) or {}
     same_settings = previous.get("format") == MANIFEST_FORMAT and previous.get("settings") == settings.to_json()
     earlier = previous.get("cases", {}) if same_settings else {}
     manifest = {"format": MANIFEST_FORMAT, "data_dir": str(data_dir.resolve()), "settings": settings.to_json(),

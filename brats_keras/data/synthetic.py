@@ -612,10 +612,13 @@ def write_dataset(
 
 
 def is_synthetic_dataset(root) -> bool:
-    """True for a folder written by :func:`write_dataset` (it leaves :data:`SYNTHETIC_MARKER`), so
-    experiments label their output as synthetic even when such a folder is passed as --data-dir."""
+    """True for a folder written by :func:`write_dataset` (it leaves :data:`SYNTHETIC_MARKER`), its
+    parent, or one of its case folders (a single case passed to ``predict``), so tools label their output as synthetic whichever of them
+    is passed as --data-dir."""
     root = Path(root)
-    return (root / SYNTHETIC_MARKER).is_file() or any(p.is_file() for p in root.glob(f"*/{SYNTHETIC_MARKER}"))
+    is_case_folder = any(layout.matches(root.name) for layout in LAYOUTS.values())
+    return ((root / SYNTHETIC_MARKER).is_file() or (is_case_folder and (root.parent / SYNTHETIC_MARKER).is_file())
+            or any(p.is_file() for p in root.glob(f"*/{SYNTHETIC_MARKER}")))
 
 
 def ensure_synthetic_dataset(

@@ -20,7 +20,6 @@ batches are built — a quarter of the disk and identical values to float32 prec
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-import json
 from pathlib import Path
 from typing import Sequence
 
@@ -30,7 +29,7 @@ from tqdm.auto import tqdm
 from brats_keras.data.brats import CaseFiles, discover_cases, load_case
 from brats_keras.data.layout import NUM_CLASSES, to_class_indices
 from brats_keras.errors import DataError
-from brats_keras.io_utils import atomic_save_npy, atomic_write_json
+from brats_keras.io_utils import atomic_save_npy, atomic_write_json, read_json_or_none
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = 1
@@ -116,13 +115,6 @@ def preprocess_case_3d(files: CaseFiles, settings: Preprocess3DSettings) -> tupl
     return np.ascontiguousarray(image), np.ascontiguousarray(mask), tumour_fraction
 
 
-def _load_manifest(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
 def preprocess_dataset_3d(
     data_dir: str | Path,
     out_dir: str | Path,
@@ -142,7 +134,7 @@ def preprocess_dataset_3d(
     if cases is None:
         cases = discover_cases(data_dir, modalities=settings.modalities)
     manifest_path = out_dir / MANIFEST_NAME
-    previous = _load_manifest(manifest_path)
+    previous = read_json_or_none(manifest_path)
     done: dict[str, dict] = {}
     if previous and previous.get("settings") == settings.to_json() and previous.get("format") == MANIFEST_FORMAT:
         for entry in [*previous.get("kept", []), *previous.get("skipped", [])]:
@@ -191,7 +183,7 @@ class VolumeIndex:
 
     def __init__(self, out_dir: str | Path, case_ids: Sequence[str] | None = None, num_classes: int = NUM_CLASSES):
         out_dir = Path(out_dir)
-        manifest = _load_manifest(out_dir / MANIFEST_NAME)
+        manifest = read_json_or_none(out_dir / MANIFEST_NAME)
         if manifest is None:
             raise DataError(f"no readable {MANIFEST_NAME}; run data_prep/preprocess_3d.py first", path=out_dir)
         kept = {e["case_id"]: e for e in manifest["kept"]}
