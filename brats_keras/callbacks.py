@@ -132,13 +132,16 @@ class DwellLearningRate(keras.callbacks.Callback):
 
     # --- state for --resume -------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
-        """JSON-serialisable tracking state (best weights are restored from the run's checkpoint)."""
+        """JSON-serialisable tracking state and the per-epoch rows so far, so a resumed run's table
+        covers every epoch (best weights are restored from the run's checkpoint)."""
         return {
             "count": self.count,
             "stop_count": self.stop_count,
             "best_epoch": self.best_epoch,
             "highest_accuracy": self.highest_accuracy,
             "lowest_val_loss": None if math.isinf(self.lowest_val_loss) else self.lowest_val_loss,
+            "stopped_epoch": self.stopped_epoch,
+            "rows": [dict(row) for row in self.rows],
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
@@ -148,6 +151,8 @@ class DwellLearningRate(keras.callbacks.Callback):
         self.highest_accuracy = float(state["highest_accuracy"])
         lowest = state["lowest_val_loss"]
         self.lowest_val_loss = math.inf if lowest is None else float(lowest)
+        self.stopped_epoch = state.get("stopped_epoch")
+        self.rows = [dict(row) for row in state.get("rows", [])]
 
     # --- Keras hooks ----------------------------------------------------------------------------
     def on_train_begin(self, logs=None):

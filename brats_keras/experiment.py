@@ -21,11 +21,18 @@ import argparse
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from brats_keras.cli import positive_int
 from brats_keras.configs.base import JIT_COMPILE_CHOICES, apply_overrides, save_config
+from brats_keras.data.brats import CaseFiles, load_case
+from brats_keras.data.layout import to_class_indices
+from brats_keras.data.slices2d import SliceSettings
 from brats_keras.data.splits import load_split, save_split, split_cases
 from brats_keras.io_utils import atomic_write_json
-from brats_keras.reporting import SYNTHETIC_WARNING, write_markdown
+from brats_keras.evaluation import aggregate, evaluate_case
+from brats_keras.inference import predict_volume_2d, slice_range
+from brats_keras.reporting import SYNTHETIC_WARNING, plot_prediction_overlay, write_markdown
 from brats_keras.training import STRATEGIES, RunDir
 
 
@@ -66,6 +73,31 @@ def experiment_parser(
                    help="small synthetic profile (few cases, slices and epochs); default without --data-dir")
     p.set_defaults(_paper_epochs=epochs.value, _paper_batch_size=batch_size.value)
     return p
+
+
+def add_slice_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of the 2D slice experiments (papers 1 and 3); :func:`slice_overrides` applies them.
+    Unset, each keeps the profile's value (paper: slices 22..121 at 128², quick: 20 slices at 64²)."""
+    parser.add_argument("--slice-start", type=int, help="first axial slice (paper: 22)")
+    parser.add_argument("--slice-count", type=int, help="axial slices per case (paper: 100; quick profile: 20)")
+    parser.add_argument("--image-size", type=int, help="slice size after resizing (paper: 128; quick profile: 64)")
+    parser.add_argument("--filters", type=int, help="base filters of the networks (default 32)")
+    parser.add_argument("--max-eval-cases", type=int,
+                        help="evaluate at most this many test patients on whole volumes (default: all; quick: 2)")
+
+
+def slice_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The dotted config overrides of :func:`add_slice_arguments`' flags (``--filters`` goes to the
+    model options, see :func:`apply_filters`)."""
+    return {"data.slices.start": args.slice_start, "data.slices.count": args.slice_count,
+            "data.slices.size": args.image_size, "data.max_eval_cases": args.max_eval_cases}
+
+
+def apply_filters(config: Any, args: argparse.Namespace) -> Any:
+    """``--filters`` into ``config.model.options`` (in place); returns ``config``."""
+    if args.filters is not None:
+        config.model.options["filters"] = args.filters
+    return config
 
 
 def resolve_run(args: argparse.Namespace, experiment: str, *, root: str = "runs") -> RunDir:
@@ -131,3 +163,30 @@ def finish_run(run: RunDir, table_markdown: str, results: dict, synthetic: bool)
     print(f"\nrun folder: {run.path}\n  table: {run.table}\n  results: {run.results}", flush=True)
     if synthetic:
         print(f"*** {SYNTHETIC_WARNING} ***", flush=True)
+
+
+def evaluate_slice_model(predict, files: list[CaseFiles], slices: SliceSettings, *, eval_slices: str,
+                         overlay_png, title: str, synthetic: bool) -> dict:
+    """Dice / HD95 / sensitivity / specificity per BraTS region of a 2D slice model on whole test
+    volumes (papers 1 and 3), and one overlay PNG of the first case's slice with the most tumour.
+
+    ``predict`` maps a batch of prepared slices to class probabilities (``model.predict_on_batch``);
+    ``files`` are the test cases, read with ``slices.modalities``; ``eval_slices`` is ``window`` or
+    ``all`` (:func:`brats_keras.inference.slice_range`). Returns ``{"per_case", "summary"}``.
+    """
+    per_case = {}
+    overlay_done = False
+    for case_files in files:
+        case = load_case(case_files, slices.modalities)
+        pred = predict_volume_2d(predict, case, slices, slices=eval_slices)
+        per_case[case.case_id] = evaluate_case(pred, case.label, case.spacing, case=case.case_id)
+        window = list(slice_range(slices, case.label.shape[2], eval_slices))
+        tumour_area = (case.label[:, :, window] > 0).sum(axis=(0, 1))
+        if not overlay_done and tumour_area.any():
+            k = window[int(np.argmax(tumour_area))]
+            truth, pred_k = to_class_indices(case.label[:, :, k]), to_class_indices(pred[:, :, k])
+            plot_prediction_overlay(np.rot90(case.image[:, :, k, 0]), np.rot90(truth), np.rot90(pred_k),
+                                    overlay_png, num_classes=4, synthetic=synthetic,
+                                    title=f"{title} — {case.case_id}, axial slice {k}")
+            overlay_done = True
+    return {"per_case": per_case, "summary": aggregate(per_case) if per_case else {}}

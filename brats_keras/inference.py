@@ -29,6 +29,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from brats_keras.data.brats import Case
+from brats_keras.data.correction import CorrectionSettings
 from brats_keras.data.slices2d import SliceSettings, normalization_stats, normalize_volume, resize_images
 from brats_keras.data.volumes3d import Preprocess3DSettings, scale_channels
 
@@ -60,8 +61,11 @@ class InferenceSpec:
     ``kind="slices2d"``: axial slices prepared with :class:`~brats_keras.data.slices2d.SliceSettings`
     (papers 1 and 3). ``kind="volume3d"``: the whole volume scaled as
     :class:`~brats_keras.data.volumes3d.Preprocess3DSettings` says (paper 2) and predicted in windows
-    of the model's input size. ``experiment``, ``model`` and ``synthetic`` (trained on synthetic
-    data) are provenance, reported with every prediction.
+    of the model's input size. ``correction``: the case is first put through paper 3's offline
+    pre-processing (:func:`brats_keras.data.correction.correct_image`: N4, denoiser, z-score) with
+    these settings, as the model's training data was; ``None`` for models trained on raw volumes.
+    ``experiment``, ``model`` and ``synthetic`` (trained on synthetic data) are provenance, reported
+    with every prediction.
     """
 
     kind: str
@@ -70,10 +74,14 @@ class InferenceSpec:
     experiment: str = ""
     model: str = ""
     synthetic: bool = False
+    correction: CorrectionSettings | None = None
 
     def __post_init__(self):
         if self.kind not in KINDS:
             raise ValueError(f"kind: {self.kind!r} not in {KINDS}")
+        if self.correction is not None and not set(self.modalities) <= set(self.correction.modalities):
+            raise ValueError(f"correction covers {list(self.correction.modalities)} but the model reads "
+                             f"{list(self.modalities)}")
         if (self.slices is None) == (self.kind == "slices2d") or (self.volume is None) == (self.kind == "volume3d"):
             raise ValueError(f"a {self.kind} spec needs its own settings only "
                              "(slices for slices2d, volume for volume3d)")
@@ -88,7 +96,13 @@ class InferenceSpec:
 
     @property
     def modalities(self) -> tuple[str, ...]:
+        """The model's input channels, in order."""
         return (self.slices or self.volume).modalities
+
+    @property
+    def input_modalities(self) -> tuple[str, ...]:
+        """The modality files a case must have: the model's, or all the corrected ones with ``correction``."""
+        return self.modalities if self.correction is None else self.correction.modalities
 
     def to_json(self) -> dict:
         slices = None
@@ -98,7 +112,8 @@ class InferenceSpec:
         if self.volume is not None:
             volume = {k: v for k, v in self.volume.to_json().items() if k != "min_tumour_fraction"}
         return {"format": SPEC_FORMAT, "kind": self.kind, "slices": slices, "volume": volume,
-                "experiment": self.experiment, "model": self.model, "synthetic": bool(self.synthetic)}
+                "experiment": self.experiment, "model": self.model, "synthetic": bool(self.synthetic),
+                "correction": None if self.correction is None else self.correction.to_json()}
 
     @classmethod
     def from_json(cls, data: Mapping) -> "InferenceSpec":
@@ -109,13 +124,17 @@ class InferenceSpec:
         return cls(kind=data["kind"], slices=None if slices is None else SliceSettings(**slices),
                    volume=None if volume is None else _volume_settings(volume),
                    experiment=data.get("experiment", ""), model=data.get("model", ""),
-                   synthetic=bool(data.get("synthetic", False)))
+                   synthetic=bool(data.get("synthetic", False)),
+                   correction=None if data.get("correction") is None else CorrectionSettings(**data["correction"]))
 
     @classmethod
     def from_run_config(cls, config: Mapping, model: str = "") -> "InferenceSpec":
         """The spec in a run's ``config.json`` (for runs exported before ``inference.json``):
         ``data.slices`` means a 2D slice model, ``data.preprocess`` a 3D one."""
         data = config.get("data") or {}
+        if "correction" in data:
+            raise ValueError("this run trained models with and without bias-field correction (paper 3); "
+                             f"only each model's own {INFERENCE_FILE} says which input it expects")
         provenance = {"experiment": config.get("name", ""), "synthetic": bool(config.get("synthetic", False)),
                       "model": model or (config.get("model") or {}).get("name", "")}
         if isinstance(data.get("slices"), Mapping):

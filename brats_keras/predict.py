@@ -16,6 +16,7 @@ unless ``overwrite`` is set. The next case is decoded in a background thread whi
 from __future__ import annotations
 
 import hashlib
+import dataclasses
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +26,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from brats_keras.data.brats import CaseFiles, find_cases, load_case, write_label_nifti
+from brats_keras.data.correction import correct_image
 from brats_keras.data.synthetic import is_synthetic_dataset
 from brats_keras.errors import BratsKerasError, DataError
 from brats_keras.export import Predictor, accelerator_present, find_inference_spec, load_predictor
@@ -98,8 +100,19 @@ def check_model_matches_spec(predictor: Predictor, spec: InferenceSpec) -> tuple
 
 
 def _load(files: CaseFiles, spec: InferenceSpec):
+    """Decode a case as the model's spec needs it (bias-corrected first when the spec says so)."""
     started = time.perf_counter()
-    return load_case(files, spec.modalities, with_label=False), time.perf_counter() - started
+    if spec.correction is None:
+        return load_case(files, spec.modalities, with_label=False), time.perf_counter() - started
+    corrected_modalities = spec.correction.modalities
+    case = load_case(files, corrected_modalities, with_label=False)
+    try:
+        image = correct_image(case.image, case.spacing, spec.correction)
+    except RuntimeError as exc:  # SimpleITK refusing degenerate data
+        raise DataError(f"bias-field correction failed ({str(exc).strip().splitlines()[-1][:300]})",
+                        path=files.folder) from None
+    image = image[..., [corrected_modalities.index(m) for m in spec.modalities]]
+    return dataclasses.replace(case, image=image, modalities=tuple(spec.modalities)), time.perf_counter() - started
 
 
 def _description(spec: InferenceSpec, synthetic_data: bool) -> str:
@@ -159,7 +172,7 @@ def predict_folder(model_path: str | Path, data_dir: str | Path, out_dir: str | 
     """
     model_path, data_dir, out_dir = Path(model_path), Path(data_dir), Path(out_dir)
     spec, spec_source = find_inference_spec(model_path)
-    cases, failed_discovery = find_cases(data_dir, modalities=spec.modalities)
+    cases, failed_discovery = find_cases(data_dir, modalities=spec.input_modalities)
     synthetic_data = is_synthetic_dataset(data_dir)
     record = _manifest(model_path, spec, spec_source, settings, data_dir, synthetic_data)
     done = _resume_state(out_dir, record, overwrite)

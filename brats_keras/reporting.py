@@ -26,6 +26,8 @@ History
 
 Figures (PNG, written atomically: a temporary file in the destination folder, then ``os.replace``)
     :func:`plot_training_curves` — train / validation curves per metric (papers 1 and 3 figures).
+    :func:`plot_curve_panels` — chosen history keys as panels, one curve per run (paper 3's Fig. 5.1).
+    :func:`plot_bias_correction` — raw slice, estimated bias field, corrected slice (paper 3).
     :func:`plot_lr_schedule` — learning rate per epoch with the dwell callback's weight restores marked.
     :func:`plot_prediction_overlay` — FLAIR slice, ground truth, prediction (paper 1's Fig. 6.1;
     binary masks for papers 4 and 5).
@@ -203,9 +205,11 @@ def _markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]], align_
 
 
 def _headers(columns: Sequence[Column]) -> list[str]:
+    """Column headers; ``— measured`` / ``— paper`` only tell the two apart when a paper column exists."""
+    with_paper = any(col.in_paper for col in columns)
     header = []
     for col in columns:
-        header.append(f"{col.label} — measured")
+        header.append(f"{col.label} — measured" if with_paper else col.label)
         if col.in_paper:
             header.append(f"{col.label} — paper")
     return header
@@ -230,16 +234,19 @@ def _cells(columns: Sequence[Column], measured: Mapping[str, Any] | None, paper:
     return cells
 
 
-def _preamble(title: str | None, synthetic: bool) -> list[str]:
+def _preamble(title: str | None, synthetic: bool, with_paper: bool = True) -> list[str]:
     parts = []
     if title:
         parts.append(f"### {_escape(title)}")
     if synthetic:
         parts.append(SYNTHETIC_WARNING)
-    parts.append(
-        "Columns marked *measured* hold this run's values; columns marked *paper* are copied from "
-        "the paper for comparison and were not produced by this code."
-    )
+    if with_paper:
+        parts.append(
+            "Columns marked *measured* hold this run's values; columns marked *paper* are copied from "
+            "the paper for comparison and were not produced by this code."
+        )
+    else:
+        parts.append("Every value is measured by this run (the paper has nothing to set beside it).")
     return parts
 
 
@@ -372,12 +379,12 @@ def comparison_table(
     extra = [k for k in measured_index if k not in paper_index]
     body += [list(k) + _cells(cols, measured_index[k], None, row_missing=NOT_RUN) for k in extra]
 
-    parts = _preamble(title, synthetic)
+    parts = _preamble(title, synthetic, with_paper=any(c.in_paper for c in cols))
     parts.append(_markdown_table(list(key_fields) + _headers(cols), body, align_left=len(key_fields)))
     notes = []
     if any(k not in measured_index for k in paper_index):
         notes.append(f"*{NOT_RUN}*: this run did not produce that row.")
-    if extra:
+    if extra and paper_index:
         notes.append(f"Rows after the paper's are measured only ({NOT_IN_PAPER} in the paper columns).")
     if notes:
         parts.append(" ".join(notes))
@@ -678,6 +685,96 @@ def plot_training_curves(
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(True, alpha=0.3)
         ax.legend(loc="best", frameon=True)
+    _suptitle(fig, title, synthetic)
+    return _save_png(fig, out_png)
+
+
+def plot_curve_panels(
+    histories: Mapping[str, Any],
+    out_png: str | os.PathLike,
+    panels: Sequence[tuple[str, str]],
+    *,
+    ncols: int = 2,
+    title: str | None = None,
+    synthetic: bool = False,
+    dpi: int = DEFAULT_DPI,
+) -> Path:
+    """One panel per ``(history key, panel title)``, each with one curve per run in ``histories``
+    (label → Keras ``History``, its dict or :func:`read_history_csv`'s result), against epoch.
+
+    Paper 3's Fig. 5.1 is ``panels=[("loss", "training loss"), ("val_loss", "validation loss"),
+    ("accuracy", "training accuracy"), ("val_dice_coef", "validation Dice")]``; with two runs (with
+    and without pre-processing) each panel compares them. A run lacking a key is left out of that
+    panel; NaN points are gaps.
+
+    Raises:
+        ValueError: no panels or histories, or a panel key that no history has.
+    """
+    if not panels or not histories:
+        raise ValueError("plot_curve_panels needs at least one panel and one history")
+    hists = {label: _history_dict(h) for label, h in histories.items()}
+    for key, _ in panels:
+        if not any(key in h for h in hists.values()):
+            raise ValueError(f"panels: {key!r} is in none of the histories; available: "
+                             f"{sorted(set().union(*hists.values()))}")
+    from matplotlib.ticker import MaxNLocator
+
+    ncols = max(1, min(ncols, len(panels)))
+    nrows = -(-len(panels) // ncols)
+    fig = _new_figure((5.0 * ncols, 3.8 * nrows), dpi)
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    colors = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple")
+    for ax, (key, panel_title) in zip(axes, panels):
+        for (label, hist), color in zip(hists.items(), colors * len(hists)):
+            if key not in hist:
+                continue
+            values = np.asarray(hist[key], dtype=float)
+            epochs = np.arange(1, len(values) + 1)
+            ax.plot(epochs, values, label=label, color=color, linewidth=1.8,
+                    marker="o" if len(values) <= 30 else None, markersize=3.5)
+        ax.set_title(panel_title)
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(True, alpha=0.3)
+        ax.legend(loc="best", frameon=True, fontsize=8)
+    for ax in axes[len(panels):]:
+        ax.set_visible(False)
+    _suptitle(fig, title, synthetic)
+    return _save_png(fig, out_png)
+
+
+def plot_bias_correction(
+    raw: Any,
+    field: Any,
+    corrected: Any,
+    out_png: str | os.PathLike,
+    *,
+    title: str | None = None,
+    synthetic: bool = False,
+    dpi: int = DEFAULT_DPI,
+) -> Path:
+    """Before / after of a bias-field correction on one slice: the raw image, the estimated
+    multiplicative field (colour, with its range) and the corrected image, each ``(H, W)``, shown
+    with the first axis as rows. Paper 3's pre-processing made visible (``docs/paper3.md``).
+    """
+    raw, field, corrected = (np.asarray(a, dtype=float) for a in (raw, field, corrected))
+    if not raw.shape == field.shape == corrected.shape or raw.ndim != 2:
+        raise ValueError(f"raw {raw.shape}, field {field.shape} and corrected {corrected.shape} must be equal (H, W)")
+    brain = raw != 0
+    fig = _new_figure((13.5, 4.6), dpi)
+    axes = fig.subplots(1, 3)
+    for ax, image, name in ((axes[0], raw, "raw"), (axes[2], corrected, "corrected (N4, denoised, z-score)")):
+        values = image[brain] if brain.any() else image.ravel()
+        lo, hi = np.percentile(values, (0.5, 99.5)) if values.size else (0.0, 1.0)
+        ax.imshow(np.where(brain, image, lo), cmap="gray", vmin=lo, vmax=hi)
+        ax.set_title(name)
+        ax.axis("off")
+    shown = np.where(brain, field, np.nan)
+    finite = shown[np.isfinite(shown)]
+    handle = axes[1].imshow(shown, cmap="coolwarm")
+    axes[1].set_title("estimated bias field" + (f" ({finite.min():.2f}–{finite.max():.2f})" if finite.size else ""))
+    axes[1].axis("off")
+    fig.colorbar(handle, ax=axes[1], fraction=0.046, pad=0.02)
     _suptitle(fig, title, synthetic)
     return _save_png(fig, out_png)
 

@@ -20,7 +20,11 @@ from pathlib import Path
 if importlib.util.find_spec("brats_keras") is None:  # run as a script from a checkout not pip-installed
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from brats_keras.data.correction import DENOISERS, MANIFEST_NAME, CorrectionSettings, correct_dataset
+from brats_keras.data.brats import find_cases
+from brats_keras.data.correction import (
+    DENOISERS, MANIFEST_NAME, CorrectionSettings, correct_dataset, save_correction_figure,
+)
+from brats_keras.data.synthetic import is_synthetic_dataset
 from brats_keras.data.layout import MODALITIES
 from brats_keras.errors import BratsKerasError, cli_errors
 
@@ -42,6 +46,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help=f"edge-preserving denoiser after N4 (default {DEFAULTS.denoise})")
     p.add_argument("--denoise-iterations", type=int, default=DEFAULTS.denoise_iterations,
                    help=f"denoiser steps (default {DEFAULTS.denoise_iterations})")
+    p.add_argument("--figure", metavar="PNG",
+                   help="also save a before / after figure (raw, estimated field, corrected) of the first case")
+    p.add_argument("--figure-modality", choices=MODALITIES, default="t1", help="modality of --figure (default t1)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                    help="cases corrected in parallel (default: the CPU count)")
@@ -62,9 +69,16 @@ def settings_from(args: argparse.Namespace) -> CorrectionSettings:
 @cli_errors
 def main(argv=None) -> int:
     args = parse_args(argv)
-    manifest = correct_dataset(args.data_dir, args.out, settings_from(args), workers=max(1, args.workers),
+    settings = settings_from(args)
+    manifest = correct_dataset(args.data_dir, args.out, settings, workers=max(1, args.workers),
                                progress=not args.no_progress)
     statuses = [entry["status"] for entry in manifest["cases"].values()]
+    if args.figure:
+        cases, _ = find_cases(args.data_dir, modalities=settings.modalities)
+        if cases:
+            png = save_correction_figure(cases[0], args.figure, settings, modality=args.figure_modality,
+                                         synthetic=is_synthetic_dataset(args.data_dir))
+            print(f"figure: {png}")
     print(f"{statuses.count('corrected')} corrected, {statuses.count('up to date')} up to date, "
           f"{statuses.count('failed')} failed; manifest: {Path(args.out) / MANIFEST_NAME}")
     return 1 if "failed" in statuses else 0

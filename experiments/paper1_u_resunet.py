@@ -32,24 +32,21 @@ from brats_keras.configs import make_optimizer  # noqa: E402
 from brats_keras.configs.paper1 import (  # noqa: E402
     EXPERIMENT, MODELS, TABLE_6_1, TABLE_6_2, UNET_BASELINE_TEXT, paper1_config,
 )
-from brats_keras.data.brats import discover_cases, load_case  # noqa: E402
-from brats_keras.data.layout import to_class_indices  # noqa: E402
+from brats_keras.data.brats import discover_cases  # noqa: E402
 from brats_keras.data.pipeline import make_dataset  # noqa: E402
 from brats_keras.data.slices2d import SliceCache, SliceIndex  # noqa: E402
 from brats_keras.data.synthetic import ensure_synthetic_dataset, is_synthetic_dataset  # noqa: E402
 from brats_keras.errors import cli_errors  # noqa: E402
-from brats_keras.evaluation import aggregate, evaluate_case  # noqa: E402
 from brats_keras.experiment import (  # noqa: E402
-    Default, configure, data_provenance, experiment_parser, finish_run, patient_split, record_config,
-    resolve_run,
+    Default, add_slice_arguments, apply_filters, configure, data_provenance, evaluate_slice_model,
+    experiment_parser, finish_run, patient_split, record_config, resolve_run, slice_overrides,
 )
 from brats_keras.export import export_checked  # noqa: E402
-from brats_keras.inference import InferenceSpec, predict_volume_2d, slice_range  # noqa: E402
+from brats_keras.inference import InferenceSpec  # noqa: E402
 from brats_keras.metrics import MeanIoU, RegionDice  # noqa: E402
 from brats_keras.models import create_model  # noqa: E402
 from brats_keras.reporting import (  # noqa: E402
-    SYNTHETIC_WARNING, Column, comparison_table, epoch_table, history_to_epoch_dict, plot_prediction_overlay,
-    plot_training_curves,
+    SYNTHETIC_WARNING, Column, comparison_table, epoch_table, history_to_epoch_dict, plot_training_curves,
 )
 from brats_keras.training import RunDir, fit, global_batch_size, select_strategy  # noqa: E402
 
@@ -64,12 +61,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     parser.add_argument("--model", choices=(*MODELS, "both"), default="both",
                         help="train the proposed cascade, the U-Net baseline, or both (default)")
-    parser.add_argument("--slice-start", type=int, help="first axial slice (paper: 22; quick profile: 40)")
-    parser.add_argument("--slice-count", type=int, help="axial slices per case (paper: 100; quick profile: 60)")
-    parser.add_argument("--image-size", type=int, help="slice size after resizing (paper: 128)")
-    parser.add_argument("--filters", type=int, help="base filters of both networks (paper configuration: 32)")
-    parser.add_argument("--max-eval-cases", type=int,
-                        help="evaluate at most this many test patients on whole volumes (default: all; quick: 3)")
+    add_slice_arguments(parser)
     parser.add_argument("--cascade-input", choices=("features", "probabilities"), default="features",
                         help="what the U-Net hands the ResUNet: its last decoder features (default, our "
                         "choice) or its softmax output")
@@ -95,26 +87,6 @@ def build_fn(name: str, config, cascade_input: str):
         return model
 
     return build
-
-
-def whole_volume_evaluation(model, files, config, plots: Path, name: str, synthetic: bool) -> dict:
-    """Dice / HD95 / sensitivity / specificity per region on whole test volumes; one overlay PNG."""
-    per_case = {}
-    overlay_done = False
-    for case_files in files:
-        case = load_case(case_files, config.data.slices.modalities)
-        pred = predict_volume_2d(model.predict_on_batch, case, config.data.slices, slices=config.data.eval_slices)
-        per_case[case.case_id] = evaluate_case(pred, case.label, case.spacing, case=case.case_id)
-        window = list(slice_range(config.data.slices, case.label.shape[2], config.data.eval_slices))
-        tumour_area = (case.label[:, :, window] > 0).sum(axis=(0, 1))
-        if not overlay_done and tumour_area.any():
-            k = window[int(np.argmax(tumour_area))]
-            truth, pred_k = to_class_indices(case.label[:, :, k]), to_class_indices(pred[:, :, k])
-            plot_prediction_overlay(np.rot90(case.image[:, :, k, 0]), np.rot90(truth), np.rot90(pred_k),
-                                    plots / f"{name}_overlay.png", num_classes=4, synthetic=synthetic,
-                                    title=f"{MODEL_TITLES[name]} — {case.case_id}, axial slice {k}")
-            overlay_done = True
-    return {"per_case": per_case, "summary": aggregate(per_case) if per_case else {}}
 
 
 def tables(results: dict, synthetic: bool) -> str:
@@ -181,12 +153,7 @@ def main(argv=None) -> int:
     run = resolve_run(args, EXPERIMENT)
     resume = args.resume is not None
     # --- configuration ---------------------------------------------------------------------
-    config = configure(paper1_config(quick=args.quick), args, {
-        "data.slices.start": args.slice_start, "data.slices.count": args.slice_count,
-        "data.slices.size": args.image_size, "data.max_eval_cases": args.max_eval_cases,
-    })
-    if args.filters is not None:
-        config.model.options["filters"] = args.filters
+    config = apply_filters(configure(paper1_config(quick=args.quick), args, slice_overrides(args)), args)
     keras.utils.set_random_seed(config.train.seed)
 
     # --- data -------------------------------------------------------------------------------
@@ -224,7 +191,9 @@ def main(argv=None) -> int:
                              strategy=strategy, resume=resume)
         train_seconds = time.perf_counter() - started
         final_test = model.evaluate(test_ds, verbose=0, return_dict=True)
-        evaluation = whole_volume_evaluation(model, test_files, config, run.plots, name, synthetic)
+        evaluation = evaluate_slice_model(model.predict_on_batch, test_files, config.data.slices,
+                                          eval_slices=config.data.eval_slices, overlay_png=run.plots / f"{name}_overlay.png",
+                                          title=MODEL_TITLES[name], synthetic=synthetic)
         plot_training_curves(history, run.plots / f"{name}_curves.png", metrics=("accuracy", "loss", "dice_wt"),
                              title=f"{MODEL_TITLES[name]} — training curves", synthetic=synthetic)
         sample = index["test"].gather(np.arange(min(2, len(index["test"]))))[0]

@@ -128,6 +128,7 @@ def test_state_round_trip_for_resume():
     other = DwellLearningRate(patience=2, threshold=0.0, verbose=False)
     other.load_state(json.loads(json.dumps(cb.state())))
     assert other.state() == cb.state() and other.count == 1 and other.lowest_val_loss == 1.0
+    assert [row["epoch"] for row in other.rows] == [1, 2]  # the table survives --resume
 
 
 def test_bad_arguments_and_missing_logs():

@@ -74,3 +74,32 @@ def test_paper2_profiles():
     assert paper.data.test_preprocess().crop == paper.data.preprocess.crop
     with pytest.raises(ValueError, match="jit_compile"):
         TrainConfig(epochs=1, batch_size=1, jit_compile="yes")
+
+
+def test_paper3_profiles_and_variants():
+    import dataclasses
+
+    from brats_keras.callbacks import DwellLearningRate
+    from brats_keras.configs.paper3 import Paper3Data, Paper3Train, paper3_config
+
+    paper, quick = paper3_config(), paper3_config(quick=True)
+    assert paper.model.name == quick.model.name == "unet2d_multimodal"
+    assert paper.model.options == quick.model.options  # the quick profile never changes the network
+    assert paper.data.slices.modalities == ("t1", "t1ce", "t2", "flair") and paper.data.slices.size == 128
+    assert paper.train.learning_rate == quick.train.learning_rate and paper.train.optimizer == "adam"
+    assert paper.data.correction.shrink_factor == 4 and quick.data.correction.shrink_factor == 8
+    pre, raw = paper.data.slices_for("preprocessed"), paper.data.slices_for("raw")
+    assert pre.normalization == "none" and raw.normalization == "max"
+    assert dataclasses.replace(pre, normalization="max") == raw  # the runs differ only in the input
+    callback = DwellLearningRate(**paper.train.dwell.callback_kwargs(), verbose=False)
+    assert callback.dwell and callback.patience == 1 and callback.factor == 0.5
+    saved = json.loads(json.dumps(config_to_dict(paper)))
+    assert saved["train"]["dwell"]["dwell"] is True and saved["train"]["dice_classes"] == [1, 2, 3]
+    with pytest.raises(ValueError, match="variant"):
+        paper.data.slices_for("both")
+    with pytest.raises(ValueError, match="dice_classes"):
+        Paper3Train(epochs=1, batch_size=1, dice_classes=(4,))
+    with pytest.raises(ValueError, match="raw_normalization"):
+        Paper3Data(raw_normalization="minmax")
+    with pytest.raises(ValueError, match="must all be corrected"):
+        Paper3Data(correction=dataclasses.replace(paper.data.correction, modalities=("t1",)))

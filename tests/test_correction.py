@@ -11,7 +11,8 @@ import pytest
 
 from brats_keras.data.brats import discover_cases, load_case
 from brats_keras.data.correction import (
-    MANIFEST_NAME, CorrectionSettings, correct_dataset, denoise, n4_correct, zscore_in_mask,
+    MANIFEST_NAME, CorrectionSettings, brain_box, correct_dataset, correct_image, correct_volume, denoise, n4_correct,
+    save_correction_figure, zscore_in_mask,
 )
 from brats_keras.data.synthetic import is_synthetic_dataset
 from tests.helpers import REPO, run_experiment
@@ -137,3 +138,28 @@ def test_cli_reports_a_failing_case_and_completes_the_others(synthetic_brats, tm
     bad = run_experiment(SCRIPT, "--data-dir", str(data), "--out", str(out), "--iterations", "0",
                          cache=tmp_path / "cache")
     assert bad.returncode == 2 and bad.stderr.startswith("error: bad setting: iterations")
+
+
+def test_the_brain_box_crop_leaves_the_brain_unchanged():
+    biased, _, _, brain, _ = _phantom()
+    padded = np.zeros((64, 60, 52), np.float32)
+    padded[8:56, 6:54, 6:46] = biased
+    mask = np.zeros(padded.shape, bool)
+    mask[8:56, 6:54, 6:46] = brain
+    box = brain_box(mask)
+    assert all(s.start >= 0 and s.stop <= n for s, n in zip(box, mask.shape))
+    assert mask[box].sum() == mask.sum() and np.prod([s.stop - s.start for s in box]) < mask.size
+    out = correct_volume(padded, mask, settings=FAST)
+    assert out.shape == padded.shape and not out[~mask].any()
+    assert abs(out[mask].mean()) < 1e-4 and abs(out[mask].std() - 1) < 1e-3
+    assert brain_box(np.zeros((4, 5, 6), bool)) == (slice(0, 4), slice(0, 5), slice(0, 6))
+
+
+def test_correct_image_checks_its_channels_and_the_figure_is_drawn(synthetic_brats, tmp_path):
+    with pytest.raises(ValueError, match="expected"):
+        correct_image(np.zeros((8, 8, 8, 2), np.float32), settings=FAST)
+    files = discover_cases(synthetic_brats)[0]
+    png = save_correction_figure(files, tmp_path / "bias.png", FAST, modality="flair", synthetic=True)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    with pytest.raises(ValueError, match="modality"):
+        save_correction_figure(files, tmp_path / "x.png", CorrectionSettings(modalities=("t1",)), modality="flair")

@@ -3,6 +3,8 @@ scoring) and sliding-window inference over whole volumes."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -116,3 +118,20 @@ def test_bad_sliding_window_arguments():
         sliding_window_inference(_voxelwise, volume[..., 0], (2, 2, 2))
     with pytest.raises(ValueError, match="predict returned"):
         sliding_window_inference(lambda b: b[:, :1], volume, (2, 2, 2))
+
+
+def test_a_spec_carries_the_bias_correction_its_model_was_trained_with():
+    from brats_keras.data.correction import CorrectionSettings
+    from brats_keras.data.slices2d import SliceSettings
+    from brats_keras.inference import InferenceSpec
+
+    slices = SliceSettings(modalities=("t1", "t1ce", "t2", "flair"), normalization="none", size=32)
+    spec = InferenceSpec.for_slices(slices, model="unet2d_multimodal", correction=CorrectionSettings(shrink_factor=8))
+    again = InferenceSpec.from_json(json.loads(json.dumps(spec.to_json())))
+    assert again == spec and again.correction.shrink_factor == 8
+    assert again.input_modalities == CorrectionSettings().modalities
+    assert InferenceSpec.from_json(InferenceSpec.for_slices(slices).to_json()).correction is None
+    with pytest.raises(ValueError, match="correction covers"):
+        InferenceSpec.for_slices(slices, correction=CorrectionSettings(modalities=("t1",)))
+    with pytest.raises(ValueError, match="with and without bias-field correction"):
+        InferenceSpec.from_run_config({"name": "paper3_unet_dwell", "data": {"slices": {}, "correction": {}}})

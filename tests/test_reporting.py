@@ -487,3 +487,37 @@ def test_plot_volume_overlay_rejects_bad_inputs(tmp_path, change, match):
     with pytest.raises(ValueError, match=match):
         rp.plot_volume_overlay(**kwargs)
     assert not any(tmp_path.iterdir())
+
+
+def test_plot_curve_panels_draws_one_curve_per_run(tmp_path):
+    pre = {"loss": [0.9, 0.6, 0.5], "val_loss": [0.95, 0.7, 0.6], "accuracy": [0.9, 0.95, 0.97],
+           "val_dice_coef": [0.1, 0.4, 0.5]}
+    raw = {"loss": [0.95, 0.8, 0.7], "val_loss": [0.99, 0.9, 0.85], "accuracy": [0.9, 0.93, 0.94]}
+    panels = [("loss", "training loss"), ("val_loss", "validation loss"), ("accuracy", "training accuracy"),
+              ("val_dice_coef", "validation Dice")]
+    out = rp.plot_curve_panels({"with": pre, "without": raw}, tmp_path / "fig.png", panels, dpi=50, synthetic=True)
+    pixels = check_png(out, 10.0, 7.6, 50)[..., :3]
+    orange = (pixels[..., 0] > 0.9) & (pixels[..., 1] > 0.4) & (pixels[..., 1] < 0.6) & (pixels[..., 2] < 0.2)
+    assert orange.sum() > 100  # the second run's curves (tab:orange)
+    with pytest.raises(ValueError, match="val_dice"):
+        rp.plot_curve_panels({"without": raw}, tmp_path / "x.png", [("val_dice", "Dice")])
+    with pytest.raises(ValueError, match="at least one"):
+        rp.plot_curve_panels({}, tmp_path / "x.png", panels)
+
+
+def test_plot_bias_correction_png(tmp_path):
+    yy, xx = np.mgrid[0:40, 0:50]
+    brain = (yy - 20) ** 2 + (xx - 25) ** 2 < 300
+    field = np.where(brain, 0.8 + 0.4 * xx / 50, 1.0)
+    clean = np.where(brain, 100.0, 0.0)
+    out = rp.plot_bias_correction(clean * field, field, (clean - 100) * brain, tmp_path / "bias.png", dpi=50)
+    check_png(out, 13.5, 4.6, 50)
+    with pytest.raises(ValueError, match="must be equal"):
+        rp.plot_bias_correction(clean, field[:10], clean, tmp_path / "x.png")
+
+
+def test_a_table_without_paper_values_does_not_pretend_to_have_them():
+    text = rp.comparison_table([{"run": "a", "dice": 0.5}], [], [rp.Column("dice", "Dice", 1, 3, in_paper=False)],
+                               key="run")
+    assert "| run | Dice |" in text and "| a | 0.500 |" in text
+    assert "paper" not in text.replace("the paper has nothing", "")

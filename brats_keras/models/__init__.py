@@ -19,6 +19,7 @@ from brats_keras.models.registry import (
 # Paper modules register their builders on import (keep these after the registry import).
 from brats_keras.models import paper1  # noqa: E402,F401  (registers unet2d, resunet2d, u_resunet)
 from brats_keras.models import paper2  # noqa: E402,F401  (registers unet3d_simple, unet3d_modified, unet3d_spatial_attention)
+from brats_keras.models import paper3  # noqa: E402,F401  (registers unet2d_multimodal)
 
 # A compiled model's .keras file names our losses and metrics too: importing them here means
 # `import brats_keras.models` is all keras.models.load_model needs (no custom_objects).
