@@ -79,12 +79,12 @@ class InferenceSpec:
     def __post_init__(self):
         if self.kind not in KINDS:
             raise ValueError(f"kind: {self.kind!r} not in {KINDS}")
-        if self.correction is not None and not set(self.modalities) <= set(self.correction.modalities):
-            raise ValueError(f"correction covers {list(self.correction.modalities)} but the model reads "
-                             f"{list(self.modalities)}")
         if (self.slices is None) == (self.kind == "slices2d") or (self.volume is None) == (self.kind == "volume3d"):
             raise ValueError(f"a {self.kind} spec needs its own settings only "
                              "(slices for slices2d, volume for volume3d)")
+        if self.correction is not None and not set(self.modalities) <= set(self.correction.modalities):
+            raise ValueError(f"correction covers {list(self.correction.modalities)} but the model reads "
+                             f"{list(self.modalities)}")
 
     @classmethod
     def for_slices(cls, slices: SliceSettings, **provenance) -> "InferenceSpec":

@@ -15,8 +15,8 @@ unless ``overwrite`` is set. The next case is decoded in a background thread whi
 
 from __future__ import annotations
 
-import hashlib
 import dataclasses
+import hashlib
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor
