@@ -307,3 +307,69 @@ class EpochTable(keras.callbacks.Callback):
 
     def load_state(self, state: dict[str, Any]) -> None:
         self.rows = {int(k): dict(v) for k, v in state["rows"].items()}
+
+
+def _json_number(value) -> float | None:
+    """A monitored best value for ``state()``: ``None`` when unset or infinite."""
+    if value is None:
+        return None
+    value = float(value)
+    return None if math.isinf(value) or math.isnan(value) else value
+
+
+class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
+    """``keras.callbacks.EarlyStopping`` whose progress survives ``--resume``.
+
+    ``state()`` / ``load_state()`` carry the wait counter, the best value and epoch and the stopped
+    epoch; the best weights travel in the run's checkpoint (``checkpoints/<name>.best.npz``, written
+    for every callback with ``best_weights``). After ``load_state`` the next ``on_train_begin`` keeps
+    them instead of starting over, so a resumed run stops, and restores, exactly as an uninterrupted
+    one. ``stopped_epoch`` is 0 while training has not been stopped (Keras' convention), else the
+    0-based epoch it stopped at.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._resumed = False
+
+    def on_train_begin(self, logs=None):
+        if self._resumed:
+            self._resumed = False
+            return
+        super().on_train_begin(logs)
+
+    def state(self) -> dict[str, Any]:
+        return {"wait": int(getattr(self, "wait", 0)), "best": _json_number(self.best),
+                "best_epoch": int(getattr(self, "best_epoch", 0)), "stopped_epoch": int(getattr(self, "stopped_epoch", 0))}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.wait = int(state["wait"])
+        self.best = state["best"]
+        self.best_epoch = int(state["best_epoch"])
+        self.stopped_epoch = int(state["stopped_epoch"])
+        self.best_weights = None  # the checkpoint's best.npz is loaded after this, when there is one
+        self._resumed = True
+
+
+class ResumableReduceLROnPlateau(keras.callbacks.ReduceLROnPlateau):
+    """``keras.callbacks.ReduceLROnPlateau`` whose counters survive ``--resume`` (the learning rate
+    itself is in the checkpointed optimizer)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._resumed = False
+
+    def on_train_begin(self, logs=None):
+        if self._resumed:
+            self._resumed = False
+            return
+        super().on_train_begin(logs)
+
+    def state(self) -> dict[str, Any]:
+        return {"wait": int(self.wait), "best": _json_number(self.best), "cooldown_counter": int(self.cooldown_counter)}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.wait = int(state["wait"])
+        self.best = state["best"]
+        self.cooldown_counter = int(state["cooldown_counter"])
+        self._resumed = True

@@ -71,6 +71,7 @@ __all__ = [
     "history_to_epoch_dict",
     "orthogonal_planes",
     "overlay_center",
+    "plot_image_grid",
     "plot_confusion_matrix",
     "plot_prediction_overlay",
     "plot_training_curves",
@@ -981,6 +982,64 @@ def plot_prediction_overlay(
         _draw_overlay_panel(ax, image, labels, window, colors, alpha)
         ax.set_title(panel_title)
     _class_legend(fig, colors, names)
+    _suptitle(fig, title, synthetic)
+    return _save_png(fig, out_png)
+
+
+def plot_image_grid(
+    panels: Sequence[Sequence[tuple[Any, Any]]],
+    column_titles: Sequence[str],
+    out_png: str | os.PathLike,
+    *,
+    row_titles: Sequence[str] | None = None,
+    mask_name: str = "tumour",
+    title: str | None = None,
+    synthetic: bool = False,
+    alpha: float = 0.5,
+    panel_size: float = 2.4,
+    dpi: int = DEFAULT_DPI,
+) -> Path:
+    """A grid of grey images, each with an optional binary mask drawn over it in magenta.
+
+    ``panels[r][c] = (image (H, W) or (H, W, 1), mask (H, W) or None)``; every row has one panel per
+    column title. Each image gets its own grey window (1st–99.5th percentile), so an enhanced and a
+    raw image are each shown at their best. Paper 4's Table 2 (MRI image, LSTM-enhanced image,
+    ground truth, prediction per row) and the enhancer's before/after figure use it.
+
+    Raises:
+        ValueError: no rows, a row of the wrong length, an image that is not 2D, a mask of another shape.
+    """
+    if not panels:
+        raise ValueError("panels: at least one row is needed")
+    ncols = len(column_titles)
+    if ncols == 0 or any(len(row) != ncols for row in panels):
+        raise ValueError(f"panels: every row needs {ncols} panels (one per column title)")
+    if row_titles is not None and len(row_titles) != len(panels):
+        raise ValueError(f"row_titles: {len(row_titles)} titles for {len(panels)} rows")
+    colors = {1: BINARY_COLOR}
+    fig = _new_figure((panel_size * ncols, panel_size * len(panels) + 0.9), dpi)
+    axes = fig.subplots(len(panels), ncols, squeeze=False)
+    for r, row in enumerate(panels):
+        for c, (image, mask) in enumerate(row):
+            image = np.asarray(image, dtype=float)
+            if image.ndim == 3 and image.shape[-1] == 1:
+                image = image[..., 0]
+            if image.ndim != 2:
+                raise ValueError(f"panels[{r}][{c}]: image must be (H, W) or (H, W, 1), got {image.shape}")
+            labels = None
+            if mask is not None:
+                labels = (np.asarray(mask) > 0).astype(np.uint8)
+                if labels.ndim == 3 and labels.shape[-1] == 1:
+                    labels = labels[..., 0]
+                if labels.shape != image.shape:
+                    raise ValueError(f"panels[{r}][{c}]: mask {labels.shape} and image {image.shape} differ")
+            ax = axes[r, c]
+            _draw_overlay_panel(ax, image, labels, _grey_window(image), colors, alpha)
+            if r == 0:
+                ax.set_title(column_titles[c], fontsize=9)
+            if c == 0 and row_titles is not None:
+                ax.set_ylabel(row_titles[r], fontsize=8)
+    _class_legend(fig, colors, ("background", mask_name))
     _suptitle(fig, title, synthetic)
     return _save_png(fig, out_png)
 

@@ -9,7 +9,9 @@ import keras
 import numpy as np
 import pytest
 
-from brats_keras.callbacks import DwellLearningRate, EpochTable, get_learning_rate
+from brats_keras.callbacks import (
+    DwellLearningRate, EpochTable, ResumableEarlyStopping, ResumableReduceLROnPlateau, get_learning_rate,
+)
 
 pytestmark = pytest.mark.backend_agnostic
 
@@ -174,3 +176,55 @@ def test_epoch_table_records_only_requested_epochs_and_test_results():
     assert restored.rows == table.rows
     with pytest.raises(ValueError, match="keys"):
         EpochTable(keys=[])
+
+
+def _drive_stopper(cb, model, losses, start_epoch=0):
+    """Feed ``val_loss`` values to an early-stopping / plateau callback, stamping the weights with the
+    epoch number so restored weights show where they came from."""
+    cb.set_model(model)
+    cb.on_train_begin()
+    for i, loss in enumerate(losses, start=start_epoch):
+        stamp(model, float(i + 1))
+        cb.on_epoch_end(i, {"val_loss": loss})
+        if model.stop_training:
+            break
+
+
+@pytest.mark.parametrize("cut", [1, 2, 3])
+def test_resumable_early_stopping_resumes_exactly_like_an_uninterrupted_run(cut):
+    losses = [1.0, 0.5, 0.7, 0.8, 0.9, 0.95]
+    whole = ResumableEarlyStopping(monitor="val_loss", patience=2, restore_best_weights=True)
+    model = tiny_model()
+    _drive_stopper(whole, model, losses)
+    whole.on_train_end()
+    assert whole.stopped_epoch == 3 and whole.best_epoch == 1 and weight_value(model) == 2.0
+
+    first = ResumableEarlyStopping(monitor="val_loss", patience=2, restore_best_weights=True)
+    model = tiny_model()
+    _drive_stopper(first, model, losses[:cut])
+    state = json.loads(json.dumps(first.state()))  # what checkpoints/state.json holds
+    best = [w.copy() for w in first.best_weights]  # what checkpoints/<name>.best.npz holds
+    second = ResumableEarlyStopping(monitor="val_loss", patience=2, restore_best_weights=True)
+    second.load_state(state)
+    second.best_weights = best
+    model = tiny_model()
+    _drive_stopper(second, model, losses[cut:], start_epoch=cut)
+    second.on_train_end()
+    assert (second.stopped_epoch, second.best_epoch, weight_value(model)) == (3, 1, 2.0)
+
+
+def test_resumable_plateau_keeps_its_counters():
+    model = tiny_model(lr=0.1)
+    cb = ResumableReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=2)
+    _drive_stopper(cb, model, [1.0, 1.1])
+    assert cb.wait == 1
+    state = json.loads(json.dumps(cb.state()))
+    resumed = ResumableReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=2)
+    resumed.load_state(state)
+    _drive_stopper(resumed, model, [1.2], start_epoch=2)  # the second epoch without improvement
+    assert get_learning_rate(model) == pytest.approx(0.05)
+    fresh = ResumableReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=2)
+    model = tiny_model(lr=0.1)
+    _drive_stopper(fresh, model, [1.2])  # a fresh callback would not have reduced yet
+    assert get_learning_rate(model) == pytest.approx(0.1)
+    assert ResumableEarlyStopping().state()["best"] is None  # unset best is stored as null

@@ -521,3 +521,19 @@ def test_a_table_without_paper_values_does_not_pretend_to_have_them():
                                key="run")
     assert "| run | Dice |" in text and "| a | 0.500 |" in text
     assert "paper" not in text.replace("the paper has nothing", "")
+
+
+def test_plot_image_grid_draws_masks_in_magenta(tmp_path):
+    yy, xx = np.mgrid[0:32, 0:32]
+    image = np.exp(-((yy - 16) ** 2 + (xx - 16) ** 2) / 80.0)
+    mask = (yy - 16) ** 2 + (xx - 16) ** 2 < 30
+    rows = [[(image, None), (image[..., None], mask), (image * 2, mask[..., None])]] * 2
+    out = rp.plot_image_grid(rows, ["image", "truth", "prediction"], tmp_path / "grid.png",
+                             row_titles=["a", "b"], dpi=50, synthetic=True)
+    pixels = check_png(out, 2.4 * 3, 2.4 * 2 + 0.9, 50)[..., :3]
+    magenta = (pixels[..., 0] > 0.6) & (pixels[..., 1] < 0.45) & (pixels[..., 2] > 0.5)
+    assert magenta.sum() > 50
+    with pytest.raises(ValueError, match="every row needs 3"):
+        rp.plot_image_grid([[(image, None)]], ["a", "b", "c"], tmp_path / "x.png")
+    with pytest.raises(ValueError, match="differ"):
+        rp.plot_image_grid([[(image, mask[:8])]], ["a"], tmp_path / "x.png")

@@ -1,6 +1,6 @@
 """tf.data pipelines over a random-access index (:class:`SliceIndex` or :class:`VolumeIndex`).
 
-``Dataset.range(N) → shuffle (seeded, reshuffled each epoch) → batch → gather → one-hot
+``Dataset.range(N) → shuffle (seeded, reshuffled each epoch) → batch → gather → [augment] → one-hot
 (parallel) → prefetch``. Shuffling touches only integer indices, so memory is bounded by a few batches
 whatever the dataset size; the arrays themselves stay memory-mapped on disk.
 """
@@ -11,6 +11,8 @@ from typing import Protocol
 
 import numpy as np
 import tensorflow as tf
+
+from brats_keras.data.augment import AugmentSettings, augment_batch, augment_seeds
 
 
 class ArrayIndex(Protocol):
@@ -31,29 +33,51 @@ def make_dataset(
     seed: int = 0,
     drop_remainder: bool = False,
     one_hot: bool = True,
+    augment: AugmentSettings | None = None,
 ) -> tf.data.Dataset:
     """Batches ``(x float32 (B, *x_shape), y float32 (B, *y_shape, num_classes))``.
 
     With ``one_hot=False`` ``y`` stays uint8 class indices ``(B, *y_shape)``.
+
+    ``augment`` (2D indices only: ``x_shape`` ``(H, W, C)``, ``y_shape`` ``(H, W)``) applies
+    :func:`brats_keras.data.augment.augment_batch` to every batch after the gather and before the
+    one-hot encoding: random rotation, zoom, flips and elastic deformation, the image resampled
+    bilinearly and the labels with nearest neighbour through the same coordinates. Each sample gets a
+    seed from ``Dataset.random(seed)`` (:func:`~brats_keras.data.augment.augment_seeds`), drawn after
+    the shuffle: every epoch augments differently, and the same ``seed`` gives the same batches in
+    every run. ``None`` or settings that are not ``enabled`` leave the pipeline exactly as without.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if augment is not None and not isinstance(augment, AugmentSettings):
+        raise TypeError(f"augment: expected AugmentSettings or None, got {type(augment).__name__}")
+    augmenting = augment is not None and augment.enabled
+    if augmenting and (len(index.x_shape) != 3 or len(index.y_shape) != 2):
+        raise ValueError(f"augment: needs 2D samples (H, W, C) / (H, W), got {index.x_shape} / {index.y_shape}")
     n = len(index)
     ds = tf.data.Dataset.range(n)
     if shuffle:
         ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)
+    if augmenting:
+        ds = tf.data.Dataset.zip((ds, augment_seeds(seed)))
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
 
-    def gather(indices):
+    def gather(indices, *seeds):
         x, y = tf.numpy_function(index.gather, [indices], (tf.float32, tf.uint8), stateful=False)
         x.set_shape((None, *index.x_shape))
         y.set_shape((None, *index.y_shape))
-        return x, y
+        return (x, y, *seeds)
 
     # The gather runs Python (NumPy copies out of memory maps) and holds the GIL: parallel calls
     # only contend for it (measured 3-4x slower on 2 cores), so it runs sequentially while the
-    # one-hot encoding, pure TensorFlow, runs in parallel.
+    # augmentation and the one-hot encoding, pure TensorFlow, run in parallel.
     ds = ds.map(gather, num_parallel_calls=1)
+    if augmenting:
+        ds = ds.map(
+            lambda x, y, seeds: augment_batch(x, y, seeds, augment),
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=True,
+        )
     if one_hot:
         depth = index.num_classes
         ds = ds.map(

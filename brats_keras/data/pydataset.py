@@ -8,6 +8,7 @@ import math
 import keras
 import numpy as np
 
+from brats_keras.data.augment import AugmentSettings, augment_batch_numpy
 from brats_keras.data.pipeline import ArrayIndex
 
 
@@ -21,15 +22,30 @@ class IndexPyDataset(keras.utils.PyDataset):
 
     Shuffles with a seeded generator at the start and after every epoch, like the tf.data
     pipeline (the two orders differ; both are reproducible for a seed).
+
+    ``augment`` (2D indices) applies :func:`brats_keras.data.augment.augment_batch_numpy` (NumPy /
+    SciPy, the same transform, interpolation and fill as the tf.data pipeline's, other random numbers)
+    before the one-hot encoding; batch ``i`` of epoch ``e`` draws from ``default_rng((seed, e, i))``,
+    so batches are reproducible whatever order the workers fetch them in, and differ between epochs.
     """
 
-    def __init__(self, index: ArrayIndex, *, batch_size: int, shuffle: bool = False, seed: int = 0, **kwargs):
+    def __init__(self, index: ArrayIndex, *, batch_size: int, shuffle: bool = False, seed: int = 0,
+                 augment: AugmentSettings | None = None, **kwargs):
         super().__init__(**kwargs)
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if augment is not None and not isinstance(augment, AugmentSettings):
+            raise TypeError(f"augment: expected AugmentSettings or None, got {type(augment).__name__}")
+        if augment is not None and augment.enabled and (len(index.x_shape) != 3 or len(index.y_shape) != 2):
+            raise ValueError(f"augment: needs 2D samples (H, W, C) / (H, W), got {index.x_shape} / {index.y_shape}")
+        if augment is not None and augment.enabled and seed < 0:
+            raise ValueError(f"seed: must be >= 0 with augment (numpy SeedSequence), got {seed}")
         self.index = index
         self.batch_size = batch_size
         self.shuffle = shuffle
+        self.augment = augment if augment is not None and augment.enabled else None
+        self._seed = seed
+        self._epoch = 0
         self._rng = np.random.default_rng(seed)
         self._order = np.arange(len(index))
         if shuffle:
@@ -42,8 +58,11 @@ class IndexPyDataset(keras.utils.PyDataset):
         if not 0 <= i < len(self):
             raise IndexError(f"batch {i} out of range [0, {len(self)})")
         x, y = self.index.gather(self._order[i * self.batch_size : (i + 1) * self.batch_size])
+        if self.augment is not None:
+            x, y = augment_batch_numpy(x, y, np.random.default_rng((self._seed, self._epoch, i)), self.augment)
         return x, one_hot(y, self.index.num_classes)
 
     def on_epoch_end(self) -> None:
+        self._epoch += 1
         if self.shuffle:
             self._rng.shuffle(self._order)

@@ -12,12 +12,14 @@ holding them reloads from a ``.keras`` file without ``custom_objects``.
 
 from brats_keras.layers.attention import AttentionGate, SpatialAttention, upsample
 from brats_keras.layers.conv import NORMS, ConvBlock, conv_class, make_activation, make_conv, make_norm
+from brats_keras.layers.lstm import LSTMEnhancer
 from brats_keras.layers.residual import ResidualBlock
 
 __all__ = [
     "NORMS",
     "AttentionGate",
     "ConvBlock",
+    "LSTMEnhancer",
     "ResidualBlock",
     "SpatialAttention",
     "conv_class",

@@ -20,6 +20,8 @@ from brats_keras.models.registry import (
 from brats_keras.models import paper1  # noqa: E402,F401  (registers unet2d, resunet2d, u_resunet)
 from brats_keras.models import paper2  # noqa: E402,F401  (registers unet3d_simple, unet3d_modified, unet3d_spatial_attention)
 from brats_keras.models import paper3  # noqa: E402,F401  (registers unet2d_multimodal)
+from brats_keras.models import paper4  # noqa: E402,F401  (registers unet2d_binary, attention_unet2d, res_attention_unet2d, efficientnet_attention_unet, lstm_effunet)
+from brats_keras.models import enhancer  # noqa: E402,F401  (registers lstm_enhancer)
 
 # A compiled model's .keras file names our losses and metrics too: importing them here means
 # `import brats_keras.models` is all keras.models.load_model needs (no custom_objects).
