@@ -33,6 +33,15 @@ class DataError(BratsKerasError, ValueError):
         super().__init__(": ".join(parts))
 
 
+def _close_progress_bars() -> None:
+    """Close the tqdm bars an exception left open, so the message starts on a line of its own
+    (an open bar ends its line only when it is closed)."""
+    tqdm = sys.modules.get("tqdm")
+    instances = getattr(getattr(tqdm, "tqdm", None), "_instances", None) if tqdm else None
+    for bar in list(instances or ()):
+        bar.close()
+
+
 def cli_errors(main: Callable[..., int | None]) -> Callable[..., int]:
     """Decorate a CLI ``main``: package errors become ``error: <message>`` on stderr and exit 2.
 
@@ -45,9 +54,11 @@ def cli_errors(main: Callable[..., int | None]) -> Callable[..., int]:
         try:
             code = main(*args, **kwargs)
         except BratsKerasError as exc:
+            _close_progress_bars()
             print(f"error: {exc}", file=sys.stderr)
             return 2
         except KeyboardInterrupt:
+            _close_progress_bars()
             print("interrupted", file=sys.stderr)
             return 130
         return 0 if code is None else int(code)

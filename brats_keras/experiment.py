@@ -146,12 +146,14 @@ def data_provenance(synthetic: bool) -> str:
 
 
 def patient_split(run: RunDir, resume: bool, case_ids, *, test_fraction: float, val_fraction: float, seed: int,
-                  **meta) -> dict[str, list[str]]:
+                  strata=None, **meta) -> dict[str, list[str]]:
     """The run's patient split: the saved ``split.json`` when resuming, else a new seeded split
-    written there with ``meta`` (data folder, skipped cases, ...)."""
+    (stratified by ``strata``, see :func:`~brats_keras.data.splits.split_cases`) written there with
+    ``meta`` (data folder, skipped cases, ...)."""
     if resume and run.split.is_file():
         return load_split(run.split)
-    split = split_cases(list(case_ids), test_fraction=test_fraction, val_fraction=val_fraction, seed=seed)
+    split = split_cases(list(case_ids), test_fraction=test_fraction, val_fraction=val_fraction, seed=seed,
+                        strata=strata)
     save_split(run.split, split, seed=seed, unit="patient", **meta)
     return split
 

@@ -89,7 +89,7 @@ NOT_IN_PAPER = "—"
 """Paper cell the paper leaves empty (or a measured row the paper does not have)."""
 
 SYNTHETIC_WARNING = (
-    "**WARNING: SYNTHETIC DATA. The measured values come from synthetic BraTS-like stand-in data; "
+    "**WARNING: SYNTHETIC DATA. The measured values come from synthetic stand-in data (not patient images); "
     "this comparison with the paper's numbers is NOT a replication.**"
 )
 
@@ -1039,7 +1039,8 @@ def plot_image_grid(
                 ax.set_title(column_titles[c], fontsize=9)
             if c == 0 and row_titles is not None:
                 ax.set_ylabel(row_titles[r], fontsize=8)
-    _class_legend(fig, colors, ("background", mask_name))
+    if any(mask is not None for row in panels for _, mask in row):
+        _class_legend(fig, colors, ("background", mask_name))
     _suptitle(fig, title, synthetic)
     return _save_png(fig, out_png)
 

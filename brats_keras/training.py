@@ -186,7 +186,9 @@ class RunDir:
 class ResumableCheckpoint(keras.callbacks.Callback):
     """After every epoch: ``checkpoints/last.keras`` (model + optimizer), ``history.csv`` and
     ``checkpoints/state.json`` (epochs done, resumable callbacks' state), each written atomically;
-    the state file is written last and is what marks the checkpoint complete.
+    the state file is written last and is what marks the checkpoint complete. It also records
+    whether a callback stopped training at that epoch (early stopping, the dwell callback's
+    ``stop_patience``), so a resumed run that had already stopped does not train on.
 
     A callback is resumable when it has ``state() -> dict`` and ``load_state(dict)``; if it also has
     ``best_weights`` (e.g. :class:`~brats_keras.callbacks.DwellLearningRate`) those are saved in
@@ -215,7 +217,8 @@ class ResumableCheckpoint(keras.callbacks.Callback):
             if best is not None:
                 with atomic_path(self.run.checkpoints / f"{name}.best.npz", suffix=".npz") as tmp:
                     np.savez(tmp, *best)
-        atomic_write_json(self.run.checkpoint_state, {"epochs_done": epoch + 1, "callbacks": states})
+        atomic_write_json(self.run.checkpoint_state, {"epochs_done": epoch + 1, "callbacks": states,
+                                                      "stopped": bool(getattr(self.model, "stop_training", False))})
 
 
 def resumable_callbacks(callbacks: Sequence[keras.callbacks.Callback]) -> dict[str, Any]:
@@ -233,8 +236,9 @@ def resumable_callbacks(callbacks: Sequence[keras.callbacks.Callback]) -> dict[s
     return out
 
 
-def load_checkpoint(run: RunDir, resumables: dict[str, Any]) -> tuple[keras.Model, int, dict[str, list[float]]]:
-    """Model, epochs done and the history (truncated to those epochs) of an interrupted run."""
+def load_checkpoint(run: RunDir, resumables: dict[str, Any]) -> tuple[keras.Model, int, dict[str, list[float]], bool]:
+    """Model, epochs done, the history (truncated to those epochs) of an interrupted run, and whether
+    a callback had stopped training at the last checkpointed epoch."""
     if not run.has_checkpoint():
         raise BratsKerasError(f"{run.path}: no complete checkpoint to resume from")
     state = json.loads(run.checkpoint_state.read_text(encoding="utf-8"))
@@ -251,7 +255,7 @@ def load_checkpoint(run: RunDir, resumables: dict[str, Any]) -> tuple[keras.Mode
         if best.is_file() and hasattr(cb, "best_weights"):
             with np.load(best) as data:
                 cb.best_weights = [data[f"arr_{i}"] for i in range(len(data.files))]
-    return model, done, history
+    return model, done, history, bool(state.get("stopped", False))
 
 
 def fit(
@@ -271,17 +275,19 @@ def fit(
 
     ``build`` returns a compiled model. With ``resume`` and a checkpoint in ``run``, the model and
     its optimizer state are loaded instead and training continues at the next epoch; callbacks with
-    ``state()``/``load_state()`` get their state back. Returns the model and the full history
-    (every epoch once, resumed or not).
+    ``state()``/``load_state()`` get their state back. A run whose callbacks had stopped it (early
+    stopping) is finished, not continued. Returns the model and the full history (every epoch
+    once, resumed or not).
     """
     strategy = strategy or select_strategy("one")
     resumables = resumable_callbacks(callbacks)
+    stopped = False
     with strategy.scope():
         if resume and run.has_checkpoint():
-            model, initial_epoch, history = load_checkpoint(run, resumables)
+            model, initial_epoch, history, stopped = load_checkpoint(run, resumables)
         else:
             model, initial_epoch, history = build(), 0, {}
-    if initial_epoch >= epochs:  # interrupted after the last epoch: finish as fit() would have
+    if stopped or initial_epoch >= epochs:  # interrupted after the last epoch: finish as fit() would have
         for cb in resumables.values():
             cb.set_model(model)
             cb.on_train_end()

@@ -454,3 +454,32 @@ def test_metrics_and_loss_are_exact_on_two_mirrored_replicas():
     for name, expected in report["direct"].items():
         assert report["evaluated"][name] == pytest.approx(expected, abs=1e-5), name
     assert report["weight_diff"] < 1e-6
+
+
+@agnostic
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_paper4_in_graph_ji_is_dsc_over_two_minus_dsc(seed):
+    """Paper 4's training metrics as its experiment compiles them (tumour class 1 of a 2-class softmax):
+    accumulated over batches, JI = DSC / (2 − DSC) ≤ DSC, F1 (from precision and recall) = DSC, and
+    all agree with evaluation.scores_from_counts on the pooled pixels."""
+    from brats_keras.evaluation import overlap_counts, scores_from_counts
+
+    rng = np.random.default_rng(seed)
+    batches, preds, truths = [], [], []
+    for _ in range(3):
+        truth = (rng.random((4, 16, 16)) < rng.uniform(0.05, 0.5)).astype("int64")
+        p1 = np.clip(truth * rng.uniform(0.3, 1.0, truth.shape) + rng.uniform(0, 0.6, truth.shape), 0, 1)
+        y_pred = np.stack([1 - p1, p1], axis=-1).astype("float32")
+        batches.append((np.eye(2, dtype="float32")[truth], y_pred))
+        preds.append(p1 > 0.5)
+        truths.append(truth.astype(bool))
+    dsc = measure(DiceScore(class_ids=[1], name="dsc"), *batches)
+    ji = measure(IoUScore(class_ids=[1], name="ji"), *batches)
+    precision = measure(Precision(region=[1]), *batches)
+    recall = measure(Sensitivity(region=[1]), *batches)
+    assert 0 < ji < dsc < 1
+    assert ji == pytest.approx(dsc / (2 - dsc), rel=1e-5)
+    assert 2 * precision * recall / (precision + recall) == pytest.approx(dsc, rel=1e-5)
+    pooled = scores_from_counts(**overlap_counts(np.concatenate(preds), np.concatenate(truths)))
+    assert (dsc, ji, precision, recall) == pytest.approx(
+        (pooled["dsc"], pooled["ji"], pooled["precision"], pooled["recall"]), rel=1e-5)

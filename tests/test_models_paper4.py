@@ -160,3 +160,21 @@ def test_paper_configuration_builds_at_256():
     model = create_model("unet2d_binary")
     assert model.input_shape == (None, 256, 256, 1) and model.output_shape == (None, 256, 256, 2)
     assert model.get_layer("unet2d_binary_bridge").output.shape[1:] == (16, 16, 384)
+
+
+@pytest.mark.parametrize("name", ("efficientnet_attention_unet", "lstm_effunet"))
+def test_norm_momentum_reaches_every_batch_norm_including_the_encoder(name, tmp_path):
+    def momenta(model):
+        found = []
+        for layer in model._flatten_layers(include_self=False, recursive=True):
+            if isinstance(layer, keras.layers.BatchNormalization):
+                found.append(layer.momentum)
+        return found
+
+    model = _build(name, norm_momentum=0.9)
+    encoder = model.get_layer(f"{name}_encoder")
+    assert any(isinstance(layer, keras.layers.BatchNormalization) for layer in encoder.layers)
+    assert set(momenta(model)) == {0.9} and len(momenta(model)) > 40
+    assert set(momenta(_build(name))) == {0.99}
+    model.save(tmp_path / "m.keras")
+    assert set(momenta(keras.models.load_model(tmp_path / "m.keras"))) == {0.9}

@@ -46,3 +46,26 @@ def test_save_and_load_round_trip(tmp_path):
     save_split(tmp_path / "split.json", split, seed=0, unit="patient")
     assert load_split(tmp_path / "split.json") == split
     assert '"seed": 0' in (tmp_path / "split.json").read_text()
+
+
+def test_stratified_split_puts_every_group_in_every_part():
+    # figshare-like: 82 meningioma, 89 glioma, 62 pituitary patients
+    groups = {f"m{i}": "meningioma" for i in range(82)}
+    groups.update({f"g{i}": "glioma" for i in range(89)})
+    groups.update({f"p{i}": "pituitary" for i in range(62)})
+    ids = sorted(groups)
+    split = split_cases(ids, test_fraction=0.2, val_fraction=0.15, seed=3, strata=groups)
+    sets = [set(split[k]) for k in ("train", "val", "test")]
+    assert set().union(*sets) == set(ids) and sum(map(len, sets)) == len(ids)
+    for part in split.values():
+        assert {groups[i] for i in part} == {"meningioma", "glioma", "pituitary"}
+    test = [groups[i] for i in split["test"]]
+    assert (test.count("meningioma"), test.count("glioma"), test.count("pituitary")) == (16, 18, 12)
+    assert split == split_cases(list(reversed(ids)), test_fraction=0.2, val_fraction=0.15, seed=3, strata=groups)
+    # an unstratified split of 8 + 8 + 8 patients can leave a type out of the 5 test patients; stratified never
+    small = {f"{t}{i}": t for t in "mgp" for i in range(8)}
+    for seed in range(20):
+        parts = split_cases(sorted(small), seed=seed, strata=small)
+        assert {small[i] for i in parts["test"]} == set("mgp") and {small[i] for i in parts["val"]} == set("mgp")
+    with pytest.raises(ValueError, match="strata: no group"):
+        split_cases(["a", "b"], strata={"a": "x"})

@@ -208,3 +208,32 @@ def test_xla_trained_model_predicts_without_xla_on_cpu():
     assert model.jit_compile is False
     np.testing.assert_allclose(model.predict_on_batch(x), under_xla, atol=1e-5)
     assert np.isfinite(model.evaluate(x, y, verbose=0))
+
+
+def test_a_run_stopped_early_is_finished_on_resume_not_continued(tmp_path):
+    import tensorflow as tf
+
+    from brats_keras.callbacks import ResumableEarlyStopping
+    from brats_keras.training import fit
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(16, 4)).astype("float32"), rng.normal(size=(16, 1)).astype("float32")
+    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
+
+    def build():
+        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+        model.compile(optimizer=keras.optimizers.SGD(0.0), loss="mse")  # lr 0: val_loss never improves
+        return model
+
+    def train(resume):
+        stopper = ResumableEarlyStopping(monitor="val_loss", patience=2, restore_best_weights=True)
+        return fit(build, data, run=run, epochs=10, validation_data=data, callbacks=[stopper], resume=resume,
+                   tensorboard=False, verbose=0)
+
+    run = RunDir.create(tmp_path / "run", "paperX")
+    _, history = train(resume=False)
+    assert len(history["loss"]) == 3  # epoch 1 is the best; epochs 2 and 3 do not improve: stop
+    assert json.loads(run.checkpoint_state.read_text())["stopped"] is True
+    _, resumed = train(resume=True)
+    assert len(resumed["loss"]) == 3  # finished, not continued to epoch 10
+    assert run.checkpoint_epochs() == 3

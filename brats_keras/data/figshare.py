@@ -1235,14 +1235,29 @@ def patient_ids(items: Iterable) -> list[str]:
     return [item.pid if hasattr(item, "pid") else read_figshare_meta(item).pid for item in items]
 
 
+def read_figshare_metas(paths: Iterable, *, progress: bool = False) -> list[FigshareMeta]:
+    """:func:`read_figshare_meta` of every slice file (PID and label only), in order."""
+    from tqdm.auto import tqdm
+
+    return [read_figshare_meta(p) for p in tqdm([Path(p) for p in paths], desc="reading patient ids", unit="file",
+                                                disable=not progress)]
+
+
 def read_patient_ids(paths: Iterable, *, progress: bool = False) -> dict[Path, str]:
     """``{path: PID}`` for slice files (:func:`read_figshare_meta`: PID and label only; the keys are
     the paths as given, as :class:`~pathlib.Path`)."""
-    from tqdm.auto import tqdm
+    return {meta.path: meta.pid for meta in read_figshare_metas(paths, progress=progress)}
 
-    paths = [Path(p) for p in paths]
-    return {p: read_figshare_meta(p).pid
-            for p in tqdm(paths, desc="reading patient ids", unit="file", disable=not progress)}
+
+def patient_tumour_types(metas: Iterable[FigshareMeta]) -> dict[str, int]:
+    """``{PID: label}``: each patient's tumour class, the most frequent among its slices (the
+    smallest label on a tie; in the release every patient has one type)."""
+    from collections import Counter
+
+    counts: dict[str, Counter] = {}
+    for meta in metas:
+        counts.setdefault(meta.pid, Counter())[meta.label] += 1
+    return {pid: min(c, key=lambda label: (-c[label], label)) for pid, c in counts.items()}
 
 
 def split_by_patient(slices_meta: Sequence, *, test_fraction: float = 0.2, val_fraction: float = 0.15,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -23,7 +23,8 @@ PAPER2_SPLIT = {"test_fraction": 0.0, "val_fraction": 0.25}
 
 
 def split_cases(
-    case_ids: Sequence[str], *, test_fraction: float = 0.2, val_fraction: float = 0.15, seed: int = 0
+    case_ids: Sequence[str], *, test_fraction: float = 0.2, val_fraction: float = 0.15, seed: int = 0,
+    strata: Mapping[str, str] | None = None,
 ) -> dict[str, list[str]]:
     """Split patients into ``train`` / ``val`` / ``test``.
 
@@ -31,6 +32,10 @@ def split_cases(
     validation (paper 1: 0.2 and 0.15; paper 2: 0.0 and 0.25). Counts are rounded; a non-zero
     fraction always yields at least one patient when there are enough, and training always keeps at
     least one. The result depends only on the set of ids and the seed, not on their order.
+
+    ``strata`` (``{case id: group}``, e.g. the tumour type of each figshare patient) splits every
+    group on its own with the same fractions and seed and joins the parts, so each group is
+    represented in every part it is large enough for (a stratified patient split).
     """
     for name, value in (("test_fraction", test_fraction), ("val_fraction", val_fraction)):
         if not 0.0 <= value < 1.0:
@@ -38,6 +43,16 @@ def split_cases(
     ids = sorted(set(case_ids))
     if len(ids) != len(case_ids):
         raise ValueError("case_ids contains duplicates")
+    if strata is not None:
+        missing = [i for i in ids if i not in strata]
+        if missing:
+            raise ValueError(f"strata: no group for {len(missing)} case(s), e.g. {missing[0]!r}")
+        groups: dict[str, list[str]] = {}
+        for i in ids:
+            groups.setdefault(str(strata[i]), []).append(i)
+        parts = [split_cases(members, test_fraction=test_fraction, val_fraction=val_fraction, seed=seed)
+                 for _, members in sorted(groups.items())]
+        return {name: sorted(i for part in parts for i in part[name]) for name in SPLIT_NAMES}
     order = np.random.default_rng(seed).permutation(len(ids))
     shuffled = [ids[i] for i in order]
 

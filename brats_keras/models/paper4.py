@@ -207,10 +207,15 @@ def resolve_encoder_weights(weights) -> str | None:
     return None
 
 
-def _efficientnet_encoder(spatial: tuple[int, int], weights: str | None, name: str) -> keras.Model:
+def _efficientnet_encoder(spatial: tuple[int, int], weights: str | None, name: str,
+                          norm_momentum: float = 0.99) -> keras.Model:
     """EfficientNetB0 without its top as one nested model: ``(B, H, W, 3)`` in [0, 255] →
-    the four skips (strides 2, 4, 8, 16) and the bottom (stride 32, 1280 channels)."""
+    the four skips (strides 2, 4, 8, 16) and the bottom (stride 32, 1280 channels). Its batch
+    normalisations get ``norm_momentum`` (Keras' EfficientNet uses 0.99, the default here too)."""
     base = keras.applications.EfficientNetB0(include_top=False, weights=weights, input_shape=(*spatial, 3))
+    for layer in base.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = float(norm_momentum)  # read at call time and saved in the layer's config
     outputs = [base.get_layer(layer).output for layer in EFFICIENTNET_SKIPS] + [base.get_layer("top_activation").output]
     return keras.Model(base.input, outputs, name=name)
 
@@ -238,6 +243,8 @@ def efficientnet_attention_unet(input_shape=PAPER_INPUT_SHAPE, num_classes=2, fi
         weights: ``"auto"`` (ImageNet if ``~/.keras/models/efficientnetb0_notop.h5`` exists, else
             random with a warning), ``"imagenet"`` (error if absent) or ``None`` (random).
         filters: channels of the full-resolution decoder level (Table 1: 24).
+        norm_momentum: momentum of every batch normalisation, the EfficientNet encoder's included
+            (Keras' default 0.99; the quick profile's short runs use 0.9, docs/paper4.md).
     """
     input_shape, num_classes, filters, _, activation, output_activation, name = check_model_args(
         input_shape, num_classes, filters, 5, activation, output_activation, name)
@@ -258,7 +265,7 @@ def _effunet_body(x, *, num_classes, filters, activation, dropout, encoder_weigh
     if x.shape[-1] == 1:
         x = keras.layers.Concatenate(axis=-1, name=f"{prefix}_to_rgb")([x, x, x])
     x = keras.layers.Rescaling(255.0, name=f"{prefix}_to_255")(x)
-    encoder = _efficientnet_encoder(tuple(x.shape[1:3]), encoder_weights, f"{prefix}_encoder")
+    encoder = _efficientnet_encoder(tuple(x.shape[1:3]), encoder_weights, f"{prefix}_encoder", norm_momentum)
     *skips, x = encoder(x)
     if dropout:
         x = keras.layers.Dropout(dropout, name=f"{prefix}_bridge_dropout")(x)

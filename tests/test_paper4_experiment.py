@@ -1,0 +1,117 @@
+"""Paper 4 end to end on a tiny SYNTHETIC figshare set (64² slices): all five runs (Table 3's four
+models and the ablation), every output file, the stratified patient split, the JI ≤ DSC audit on the
+measured numbers, resume, and a corrupt .mat file stopping the run with one line naming it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from brats_keras.data.figshare import FIGSHARE_LABELS, read_figshare_metas, write_figshare_dataset
+from tests.helpers import REPO, history_epochs, run_experiment
+
+SCRIPT = REPO / "experiments" / "paper4_lstm_effunet.py"
+SMALL = ["--batch-size", "4", "--image-size", "64", "--pretrain-epochs", "1", "--encoder-weights", "none"]
+TINY = ["--epochs", "2", *SMALL]
+RUNS = ("unet", "attention_unet", "res_attention_unet", "effunet", "proposed")
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def figshare_set(tmp_path_factory):
+    """Nine synthetic patients (three of each tumour type) of two 128² slices, as the release lays them out."""
+    root = tmp_path_factory.mktemp("figshare") / "brainTumorDataPublic"
+    write_figshare_dataset(root, patients=9, slices_per_patient=2, seed=5, size=128, progress=False)
+    return root
+
+
+@pytest.mark.slow
+def test_tiny_run_trains_every_model_and_writes_every_output(figshare_set, tmp_path):
+    out = tmp_path / "run"
+    proc = run_experiment(SCRIPT, "--data-dir", str(figshare_set), "--out", str(out), *TINY,
+                          cache=tmp_path / "cache", timeout=900)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "SYNTHETIC" in proc.stdout and "random initialisation (--encoder-weights none)" in proc.stdout
+
+    for name in ("config.json", "split.json", "table.md", "results.json"):
+        assert (out / name).is_file(), name
+    for png in ("training_curves.png", "table2_segmentations.png", "enhancer_denoising.png"):
+        data = (out / "plots" / png).read_bytes()
+        assert data[:8] == PNG and len(data) > 5000, png
+
+    # the split is by patient and stratified by tumour type: every type is in every part
+    split = json.loads((out / "split.json").read_text())
+    types = {m.pid: m.label for m in read_figshare_metas(sorted(figshare_set.glob("*.mat")))}
+    assert sorted(p for part in ("train", "val", "test") for p in split[part]) == sorted(types)
+    for part in ("train", "val", "test"):
+        assert {types[p] for p in split[part]} == set(FIGSHARE_LABELS), part
+
+    results = json.loads((out / "results.json").read_text())
+    assert results["synthetic"] is True and results["encoder_weights"] == "random"
+    assert set(results["runs"]) == set(RUNS)
+    for key, entry in results["runs"].items():
+        sub = out / key
+        assert (sub / "model.keras").is_file() and (sub / "saved_model" / "saved_model.pb").is_file(), key
+        assert history_epochs(sub / "history.csv") == [0, 1] and entry["epochs_run"] == 2
+        assert entry["export_max_abs_diff"]["saved_model"] < 1e-4
+        test = entry["test"]
+        assert test["images"] == 2 * len(split["test"])
+        assert set(test["mean"]) == {"dsc", "ji", "precision", "recall", "accuracy", "f1"}
+        pooled = test["pooled"]
+        # the audit's identities on the measured numbers: JI = DSC / (2 − DSC) ≤ DSC, F1 = DSC
+        assert pooled["ji"] == pytest.approx(pooled["dsc"] / (2 - pooled["dsc"]), abs=1e-9)
+        assert pooled["f1"] == pytest.approx(pooled["dsc"], abs=1e-9)
+        assert all(s["ji"] <= s["dsc"] + 1e-12 for s in test["per_image"])
+        # scored at the source resolution (128²), the model ran at 64²
+        assert sum(test["pooled_counts"].values()) == test["images"] * 128 * 128
+    # the LSTM stage: pre-trained denoiser, copied into the proposed model, reported
+    enhancer = results["enhancer"]
+    assert (out / "enhancer" / "model.keras").is_file() and len(enhancer["history"]["loss"]) == 1
+    assert enhancer["report"]["images"] == 2 * len(split["test"])
+
+    table = (out / "table.md").read_text()
+    assert "Table 3" in table and "synthetic" in table.lower()
+    for paper_value in ("83.45", "84.20", "92.25", "97.03"):  # the paper column
+        assert paper_value in table
+    assert "LSTM ablation" in table and "Audit: JI ≤ DSC" in table and "DSC by tumour type" in table
+    assert "random initialisation" in table
+
+
+@pytest.mark.slow
+def test_resume_continues_the_same_run(figshare_set, tmp_path):
+    out, cache = tmp_path / "run", tmp_path / "cache"
+    args = ["--data-dir", str(figshare_set), "--out", str(out), "--models", "unet", *SMALL]
+    first = run_experiment(SCRIPT, *args, "--epochs", "1", cache=cache)
+    assert first.returncode == 0, first.stderr[-4000:]
+    assert history_epochs(out / "unet" / "history.csv") == [0]
+    split = (out / "split.json").read_text()
+    resumed = run_experiment(SCRIPT, *args, "--epochs", "2", "--resume", str(out), cache=cache)  # on to epoch 2
+    assert resumed.returncode == 0, resumed.stderr[-4000:]
+    assert history_epochs(out / "unet" / "history.csv") == [0, 1]
+    assert (out / "split.json").read_text() == split
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["runs"]) == {"unet"} and results["runs"]["unet"]["epochs_run"] == 2
+    assert "enhancer" not in results  # the LSTM stage is only trained for the proposed model
+
+
+def test_a_corrupt_mat_file_is_one_line_error_naming_it(figshare_set, tmp_path):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for k in range(1, 7):
+        (broken / f"{k}.mat").write_bytes((figshare_set / f"{k}.mat").read_bytes())
+    (broken / "4.mat").write_bytes((broken / "4.mat").read_bytes()[:2000])  # a truncated download
+    proc = run_experiment(SCRIPT, "--data-dir", str(broken), "--out", str(tmp_path / "run"), *TINY,
+                          cache=tmp_path / "cache", timeout=300)
+    assert proc.returncode == 2
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "4.mat" in errors[0], proc.stderr[-2000:]
+
+
+def test_help_documents_the_paper_defaults():
+    proc = run_experiment(SCRIPT, "--help", cache=REPO / ".no-cache", timeout=120)
+    assert proc.returncode == 0
+    words = " ".join(proc.stdout.split())  # argparse wraps the help text
+    for text in ("paper: 500 — Table 1: 500 epochs", "paper: 8 — Table 1: batch size 8", "--models",
+                 "--encoder-weights", "--pretrain-epochs"):
+        assert text in words, text
