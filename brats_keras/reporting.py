@@ -218,13 +218,16 @@ def _headers(columns: Sequence[Column]) -> list[str]:
 
 def _cells(columns: Sequence[Column], measured: Mapping[str, Any] | None, paper: Mapping[str, Any] | None,
            *, row_missing: str) -> list[str]:
-    """Cells of one row. ``measured is None`` means the run has no such row (``row_missing``)."""
+    """Cells of one row. ``measured is None`` means the run has no such row (``row_missing``); a
+    measured text (e.g. "epoch 12 (best 7)") is written as it is."""
     cells = []
     for col in columns:
         if measured is None:
             cells.append(row_missing)
         elif col.key not in measured or measured[col.key] is None:
             cells.append(NOT_MEASURED)
+        elif isinstance(measured[col.key], str):
+            cells.append(measured[col.key])
         else:
             cells.append(_format_number(float(measured[col.key]) * col.scale, col.decimals))
         if col.in_paper:

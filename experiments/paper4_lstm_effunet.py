@@ -84,7 +84,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--encoder-weights", choices=list(ENCODER_WEIGHTS), default="auto",
                         help="EfficientNetB0 encoder: ImageNet weights if present locally (auto, default), "
                         "required (imagenet), or random (none); nothing is downloaded")
-    parser.add_argument("--learning-rate", type=float, help="AdamW's initial learning rate (Table 1: 1e-4)")
+    parser.add_argument("--learning-rate", type=float, help="AdamW's initial learning rate (Table 1: 1e-4; quick profile 1e-3)")
     return parser.parse_args(argv)
 
 
@@ -97,6 +97,10 @@ def build_fn(config, key: str, size: int, encoder_weights, enhancer: keras.Model
             options["weights"] = encoder_weights
         if key == "proposed":
             options["enhancer_units"] = config.train.enhancer.units
+        # Every model is initialised from the run's seed on its own, whatever ran before it: a model
+        # trained alone (--models) starts as in the full run, and the ablation's two EfficientNet
+        # models start from the same network (lstm_effunet's enhancer does not advance the seed stream).
+        keras.utils.set_random_seed(config.train.seed)
         model = create_model(MODELS[key], **options)
         if key == "proposed" and enhancer is not None:  # start from the pre-trained denoiser
             layer = model.get_layer(f"{model.name}_enhancer")
@@ -212,7 +216,10 @@ def pretrain_stage(config, run, resume: bool, size: int, train_images, val_image
 
 
 def table3_row(key: str, entry: dict) -> dict:
-    row = {"model": MODEL_TITLES[key], "images": entry["test"]["images"], "epochs": entry["epochs_run"]}
+    stop = entry["early_stopping"]
+    row = {"model": MODEL_TITLES[key], "images": entry["test"]["images"], "epochs": entry["epochs_run"],
+           "early_stop": "off" if stop is None else f"epoch {stop['stopped_at']} (best {stop['best']})"
+           if stop["stopped_at"] else f"not triggered (best {stop['best']})"}
     row.update({m: entry["test"]["mean"][m] for m in METRICS})
     row.update({f"pooled_{m}": entry["test"]["pooled"][m] for m in ("dsc", "ji")})
     return row
@@ -228,10 +235,11 @@ def tables(results: dict, synthetic: bool) -> str:
                Column("recall", "recall (%)", 100, 2, in_paper=False), Column("f1", "F1 (%)", 100, 2, in_paper=False),
                Column("pooled_dsc", "DSC pooled (%)", 100, 2, in_paper=False),
                Column("pooled_ji", "JI pooled (%)", 100, 2, in_paper=False),
-               Column("images", "test images", 1, 0, in_paper=False), Column("epochs", "epochs run", 1, 0, in_paper=False)]
+               Column("images", "test images", 1, 0, in_paper=False), Column("epochs", "epochs run", 1, 0, in_paper=False),
+               Column("early_stop", "early stopping", in_paper=False)]
     sections.append(comparison_table(
         [table3_row(k, runs[k]) for k in MODELS if k in runs], paper_rows, columns, key="model",
-        title="Table 3 — DSC, JI and accuracy on the test patients' slices", synthetic=synthetic,
+        title="Table 3 — DSC, JI and accuracy on the test patients' slices",
         note="Measured: the mean over the test images of each image's score, tumour vs background, at the "
         "slice's source resolution (the softmax resized back from the model's input size, then the argmax), "
         "against the file's tumorMask; *pooled*: the same formulas on all test pixels at once. The ablation "
@@ -280,13 +288,29 @@ def tables(results: dict, synthetic: bool) -> str:
     return "\n\n".join(sections)
 
 
-def figures(run: RunDir, results: dict, histories: dict, test_images, test_masks, predictions: dict, enhanced,
-            enhancer, noise, seed: int, count: int, synthetic: bool) -> None:
+def showcase_slices(masks, pids, labels, count: int) -> list[int]:
+    """Up to ``count`` test slices for the figures: each patient's slice with the largest tumour,
+    taking the tumour types in turn (meningioma, glioma, pituitary), largest tumours first."""
+    best: dict[str, int] = {}
+    for i, pid in enumerate(pids):
+        if pid not in best or masks[i].sum() > masks[best[pid]].sum():
+            best[pid] = i
+    queues = {label: sorted((i for i in best.values() if int(labels[i]) == label), key=lambda i: -int(masks[i].sum()))
+              for label in FIGSHARE_LABELS}
+    picks = []
+    while len(picks) < count and any(queues.values()):
+        for label in FIGSHARE_LABELS:
+            if queues[label] and len(picks) < count:
+                picks.append(queues[label].pop(0))
+    return picks
+
+
+def figures(run: RunDir, results: dict, histories: dict, test_images, test_masks, pids, labels, predictions: dict,
+            enhanced, enhancer, noise, seed: int, count: int, synthetic: bool) -> None:
     """Training curves, Table 2's grid and the LSTM stage's before/after figure."""
     plot_curve_panels(histories, run.plots / "training_curves.png", CURVES, synthetic=synthetic,
                       title="Paper 4 — training of the Table 3 models")
-    order = np.argsort([-int(m.sum()) for m in test_masks])  # the largest tumours show best
-    picks = order[: min(count, len(order))]
+    picks = showcase_slices(test_masks, pids, labels, count)
     columns = ["MRI image"] + (["LSTM-enhanced image"] if enhanced is not None else []) + ["ground truth"]
     columns += [MODEL_TITLES[k].split(" (")[0].split(",")[0] for k in predictions]
     rows = []
@@ -386,11 +410,13 @@ def main(argv=None) -> int:
             enhanced = enhancer_of(model).predict(test_images, batch_size=batch, verbose=0)
         histories[MODEL_TITLES[key].split(" (")[0]] = history
         stopper = next((cb for cb in callbacks if isinstance(cb, ResumableEarlyStopping)), None)
+        early = None if stopper is None else {  # 1-based epochs; stopped_at None: ran to the last epoch
+            "patience": stopper.patience, "best": stopper.best_epoch + 1,
+            "stopped_at": stopper.stopped_epoch + 1 if stopper.stopped_epoch else None}
         results["runs"][key] = {
             "model": MODELS[key], "params": int(model.count_params()),
             "epochs_run": len(history.get("loss", [])),
-            "stopped_early_at_epoch": (stopper.stopped_epoch + 1) if stopper and stopper.stopped_epoch else None,
-            "best_epoch": (stopper.best_epoch + 1) if stopper else None,
+            "early_stopping": early,
             "train_seconds_this_session": round(train_seconds, 1),
             "test": test,
             **export_checked(model, model_run.model_keras, model_run.saved_model, test_images[:2]),
@@ -399,7 +425,8 @@ def main(argv=None) -> int:
               f"accuracy {100 * test['mean']['accuracy']:.2f} % on {test['images']} slices", flush=True)
 
     # --- report -----------------------------------------------------------------------------
-    figures(run, results, histories, test_images, test_masks, predictions, enhanced, enhancer,
+    figures(run, results, histories, test_images, test_masks, index["test"].pids, index["test"].labels, predictions,
+            enhanced, enhancer,
             config.train.enhancer.noise, config.train.seed, config.data.overlay_images, synthetic)
     finish_run(run, tables(results, synthetic), results, synthetic)
     return 0

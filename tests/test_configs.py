@@ -103,3 +103,27 @@ def test_paper3_profiles_and_variants():
         Paper3Data(raw_normalization="minmax")
     with pytest.raises(ValueError, match="must all be corrected"):
         Paper3Data(correction=dataclasses.replace(paper.data.correction, modalities=("t1",)))
+
+
+def test_paper4_profiles_follow_table1():
+    from brats_keras.configs.paper4 import MODELS, PAPER_TABLE3, Paper4Data, ScheduleSettings, paper4_config
+    from brats_keras.configs.base import make_optimizer
+
+    paper, quick = paper4_config(), paper4_config(quick=True)
+    t = paper.train
+    assert (t.epochs, t.batch_size, t.optimizer, t.learning_rate) == (500, 8, "adamw", 1e-4)  # Table 1
+    assert paper.model.options == {"num_classes": 2, "filters": 24} and paper.data.size == 256
+    assert isinstance(make_optimizer(t), keras.optimizers.AdamW)
+    assert t.enhancer.pretrain_epochs == 30 and t.schedule.stop_patience == 40  # early stopping on
+    assert paper.data.augment.enabled and paper.synthetic is False
+    # the quick profile: smaller data and schedule; the same networks apart from the BN momentum
+    assert quick.synthetic and quick.data.size == 128 and quick.train.epochs == 12
+    assert {k: v for k, v in quick.model.options.items() if k != "norm_momentum"} == paper.model.options
+    assert quick.model.options["norm_momentum"] == 0.9 and quick.train.schedule.stop_patience == 0
+    assert set(PAPER_TABLE3) <= set(MODELS) and PAPER_TABLE3["unet"]["ji"] > PAPER_TABLE3["unet"]["dsc"]  # the audit
+    saved = json.loads(json.dumps(config_to_dict(paper)))
+    assert saved["data"]["augment"]["zoom"] == [0.9, 1.1] and saved["train"]["enhancer"]["noise"]["kind"] == "rician"
+    with pytest.raises(ValueError, match="multiple of 32"):
+        Paper4Data(size=100)
+    with pytest.raises(ValueError, match="reduce_factor"):
+        ScheduleSettings(reduce_factor=1.5)

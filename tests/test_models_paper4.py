@@ -40,6 +40,7 @@ def _images(n=2, seed=0):
     return np.random.default_rng(seed).uniform(0, 1, size=(n, SIZE, SIZE, 1)).astype("float32")
 
 
+@pytest.mark.backend_agnostic
 @pytest.mark.parametrize("name", ALL)
 def test_every_model_maps_a_slice_to_two_class_probabilities_at_64(name):
     assert name in list_models()
@@ -118,6 +119,22 @@ def test_lstm_effunet_starts_as_the_effunet_behind_an_identity_enhancer():
     x = _images(seed=3)
     enhanced = keras.ops.convert_to_numpy(enhancer_of(model)(x))
     np.testing.assert_array_equal(enhanced, x)  # zero-initialised residual projection
+
+
+def test_under_one_seed_lstm_effunet_starts_as_exactly_the_effunet():
+    """The ablation's two models: same seed → same initial network behind the (identity) enhancer."""
+    keras.utils.set_random_seed(7)
+    plain = _build("efficientnet_attention_unet")
+    keras.utils.set_random_seed(7)
+    combined = _build("lstm_effunet", enhancer_units=4)
+    body = [w for layer in combined.layers if not isinstance(layer, LSTMEnhancer) for w in layer.get_weights()]
+    reference = plain.get_weights()
+    assert len(body) == len(reference) > 100
+    for a, b in zip(body, reference):
+        np.testing.assert_array_equal(a, b)
+    x = _images(seed=6)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(combined(x, training=False)),
+                               keras.ops.convert_to_numpy(plain(x, training=False)), atol=1e-6)
 
 
 def test_pretrained_enhancer_weights_copy_into_the_combined_model():

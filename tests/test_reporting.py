@@ -107,6 +107,13 @@ def test_comparison_table_paper_order_not_run_and_extra_rows():
     assert rows[2]["acc_train — paper"] == rp.NOT_IN_PAPER and rows[2]["iou_val — measured"] == rp.NOT_MEASURED
 
 
+def test_comparison_table_writes_measured_text_as_it_is():
+    rows = parse_table(rp.comparison_table(
+        [{"model": "U-Net", "dsc": 0.5, "early_stop": "epoch 12 (best 7)"}], [{"model": "U-Net", "dsc": 83.45}],
+        [rp.Column("dsc", "DSC (%)", 100, 2), rp.Column("early_stop", "early stopping", in_paper=False)]))
+    assert rows[0]["DSC (%) — measured"] == "50.00" and rows[0]["early stopping — measured"] == "epoch 12 (best 7)"
+
+
 def test_comparison_table_compound_key_and_duplicates():
     paper = [{"model": "Spatial U-Net", "set": "train-2020", "tc": 0.9027},
              {"model": "Spatial U-Net", "set": "test-2021", "tc": 0.8039}]

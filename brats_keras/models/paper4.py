@@ -29,6 +29,7 @@ encoder is one nested model ``{name}_encoder`` and the enhancer the layer ``{nam
 from __future__ import annotations
 
 import os
+import random
 import warnings
 from pathlib import Path
 
@@ -288,7 +289,10 @@ def lstm_effunet(input_shape=PAPER_INPUT_SHAPE, num_classes=2, filters=TABLE1["f
                  output_activation="softmax", norm_momentum=0.99, name="lstm_effunet") -> keras.Model:
     """The proposed method: ``LSTMEnhancer`` (bidirectional LSTMs over rows then columns adding a
     residual correction; identity at initialisation) followed by :func:`efficientnet_attention_unet`'s
-    network, one model trained end to end. Copy a pre-trained ``lstm_enhancer``'s weights into the
+    network, one model trained end to end. Under the same ``keras.utils.set_random_seed`` the network
+    behind the enhancer is initialised exactly as :func:`efficientnet_attention_unet` (the enhancer
+    does not advance the seed stream), and the untrained enhancer is the identity, so the two models
+    start as the same function. Copy a pre-trained ``lstm_enhancer``'s weights into the
     layer ``{name}_enhancer`` before fine-tuning (``experiments/paper4_lstm_effunet.py`` does);
     :func:`enhancer_of` gives the enhanced image.
     """
@@ -299,7 +303,13 @@ def lstm_effunet(input_shape=PAPER_INPUT_SHAPE, num_classes=2, filters=TABLE1["f
         raise ValueError(f"input_shape {input_shape!r}: EfficientNet takes 1 (grey, repeated) or 3 channels")
     encoder_weights = resolve_encoder_weights(weights)
     inputs = keras.Input(input_shape, name=f"{name}_input")
-    enhanced = LSTMEnhancer(units=enhancer_units, spatial_dims=2, name=f"{name}_enhancer")(inputs)
+    # The enhancer's initialisers take their seeds without advancing Keras' global seed stream (Python's
+    # `random`), so under the same seed the network behind it starts with exactly the weights of
+    # efficientnet_attention_unet: the ablation compares one initial network with and without the LSTM.
+    state = random.getstate()
+    enhancer = LSTMEnhancer(units=enhancer_units, spatial_dims=2, name=f"{name}_enhancer")
+    random.setstate(state)
+    enhanced = enhancer(inputs)
     outputs = _effunet_body(enhanced, num_classes=num_classes, filters=filters, activation=activation,
                             dropout=dropout, encoder_weights=encoder_weights, output_activation=output_activation,
                             norm_momentum=norm_momentum, prefix=name)
