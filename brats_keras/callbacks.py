@@ -317,16 +317,9 @@ def _json_number(value) -> float | None:
     return None if math.isinf(value) or math.isnan(value) else value
 
 
-class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
-    """``keras.callbacks.EarlyStopping`` whose progress survives ``--resume``.
-
-    ``state()`` / ``load_state()`` carry the wait counter, the best value and epoch and the stopped
-    epoch; the best weights travel in the run's checkpoint (``checkpoints/<name>.best.npz``, written
-    for every callback with ``best_weights``). After ``load_state`` the next ``on_train_begin`` keeps
-    them instead of starting over, so a resumed run stops, and restores, exactly as an uninterrupted
-    one. ``stopped_epoch`` is 0 while training has not been stopped (Keras' convention), else the
-    0-based epoch it stopped at.
-    """
+class _ResumesWithoutReset:
+    """For a Keras callback that resets its counters in ``on_train_begin``: after ``load_state`` the
+    next ``on_train_begin`` keeps the loaded counters (once), so a resumed run continues them."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -337,6 +330,18 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
             self._resumed = False
             return
         super().on_train_begin(logs)
+
+
+class ResumableEarlyStopping(_ResumesWithoutReset, keras.callbacks.EarlyStopping):
+    """``keras.callbacks.EarlyStopping`` whose progress survives ``--resume``.
+
+    ``state()`` / ``load_state()`` carry the wait counter, the best value and epoch and the stopped
+    epoch; the best weights travel in the run's checkpoint (``checkpoints/<name>.best.npz``, written
+    for every callback with ``best_weights``). After ``load_state`` the next ``on_train_begin`` keeps
+    them instead of starting over, so a resumed run stops, and restores, exactly as an uninterrupted
+    one. ``stopped_epoch`` is 0 while training has not been stopped (Keras' convention), else the
+    0-based epoch it stopped at.
+    """
 
     def state(self) -> dict[str, Any]:
         return {"wait": int(getattr(self, "wait", 0)), "best": _json_number(self.best),
@@ -351,19 +356,9 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
         self._resumed = True
 
 
-class ResumableReduceLROnPlateau(keras.callbacks.ReduceLROnPlateau):
+class ResumableReduceLROnPlateau(_ResumesWithoutReset, keras.callbacks.ReduceLROnPlateau):
     """``keras.callbacks.ReduceLROnPlateau`` whose counters survive ``--resume`` (the learning rate
     itself is in the checkpointed optimizer)."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._resumed = False
-
-    def on_train_begin(self, logs=None):
-        if self._resumed:
-            self._resumed = False
-            return
-        super().on_train_begin(logs)
 
     def state(self) -> dict[str, Any]:
         return {"wait": int(self.wait), "best": _json_number(self.best), "cooldown_counter": int(self.cooldown_counter)}

@@ -29,6 +29,7 @@ from brats_keras.data.brats import CaseFiles, load_case
 from brats_keras.data.layout import to_class_indices
 from brats_keras.data.slices2d import SliceSettings
 from brats_keras.data.splits import load_split, save_split, split_cases
+from brats_keras.errors import BratsKerasError
 from brats_keras.io_utils import atomic_write_json
 from brats_keras.evaluation import aggregate, evaluate_case
 from brats_keras.inference import predict_volume_2d, slice_range
@@ -118,11 +119,19 @@ def resolve_run(args: argparse.Namespace, experiment: str, *, root: str = "runs"
 
 def configure(config: Any, args: argparse.Namespace, overrides: dict[str, Any]) -> Any:
     """``config`` with the shared flags (``--epochs``, ``--batch-size``, ``--seed``, ``--strategy``)
-    and the experiment's own dotted ``overrides`` applied; unset flags (``None``) keep the profile's."""
-    return apply_overrides(config, {
-        "train.epochs": args.epochs, "train.batch_size": args.batch_size, "train.seed": args.seed,
-        "train.strategy": args.strategy, **overrides,
-    })
+    and the experiment's own dotted ``overrides`` applied; unset flags (``None``) keep the profile's.
+
+    Raises:
+        BratsKerasError: a flag's value that the config refuses (e.g. an image size the networks
+            cannot take), so the CLI prints one ``error:`` line instead of a traceback.
+    """
+    try:
+        return apply_overrides(config, {
+            "train.epochs": args.epochs, "train.batch_size": args.batch_size, "train.seed": args.seed,
+            "train.strategy": args.strategy, **overrides,
+        })
+    except ValueError as exc:
+        raise BratsKerasError(f"invalid setting: {exc}") from None
 
 
 def jit_compile_value(flag: str | None):

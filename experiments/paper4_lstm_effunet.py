@@ -47,7 +47,7 @@ from brats_keras.data.figshare import (  # noqa: E402
 )
 from brats_keras.data.pipeline import make_dataset  # noqa: E402
 from brats_keras.data.synthetic import is_synthetic_dataset  # noqa: E402
-from brats_keras.enhancement import denoising_report, pretrain_enhancer  # noqa: E402
+from brats_keras.enhancement import corrupt, denoising_report, pretrain_enhancer  # noqa: E402
 from brats_keras.errors import DataError, cli_errors  # noqa: E402
 from brats_keras.data.slices2d import resize_images  # noqa: E402
 from brats_keras.evaluation import aggregate, overlap_counts, scores_from_counts  # noqa: E402
@@ -56,6 +56,7 @@ from brats_keras.experiment import (  # noqa: E402
 )
 from brats_keras.export import export_checked, load_model  # noqa: E402
 from brats_keras.io_utils import atomic_write_json, read_json_or_none  # noqa: E402
+from brats_keras.layers import LSTMEnhancer  # noqa: E402
 from brats_keras.losses import DiceFocalLoss  # noqa: E402
 from brats_keras.metrics import DiceScore, IoUScore, Precision, Sensitivity  # noqa: E402
 from brats_keras.models import create_model  # noqa: E402
@@ -131,8 +132,6 @@ def encoder_note(models, resolved, requested: str) -> str:
 
 def enhancer_layer(model: keras.Model):
     """The ``LSTMEnhancer`` layer of an ``lstm_enhancer`` model."""
-    from brats_keras.layers import LSTMEnhancer
-
     layers = [layer for layer in model.layers if isinstance(layer, LSTMEnhancer)]
     if len(layers) != 1:
         raise ValueError(f"{model.name}: expected one LSTMEnhancer layer, found {len(layers)}")
@@ -251,7 +250,9 @@ def tables(results: dict, synthetic: bool) -> str:
             "### LSTM ablation\n\n"
             f"DSC with the LSTM stage {100 * with_lstm['dsc']:.2f} %, without {100 * without['dsc']:.2f} % "
             f"(difference {100 * (with_lstm['dsc'] - without['dsc']):+.2f} points); JI {100 * with_lstm['ji']:.2f} % vs "
-            f"{100 * without['ji']:.2f} %. Same split, augmentation seed, encoder initialisation rule and schedule.")
+            f"{100 * without['ji']:.2f} %. Both models start from the same network (the run's seed; the untrained "
+            "LSTM stage is the identity, then it gets its denoising pre-training) and see the same split, augmentation "
+            "and schedule. One run of each: docs/paper4.md shows how far such differences move between seeds.")
     enh = results.get("enhancer")
     if enh:
         r = enh["report"]
@@ -318,17 +319,17 @@ def figures(run: RunDir, results: dict, histories: dict, test_images, test_masks
         row = [(test_images[i], None)] + ([(enhanced[i], None)] if enhanced is not None else [])
         row += [(test_images[i], test_masks[i])] + [(test_images[i], predictions[k][i]) for k in predictions]
         rows.append(row)
-    plot_image_grid(rows, columns, run.plots / "table2_segmentations.png", synthetic=synthetic,
+    row_titles = [f"{FIGSHARE_LABELS[int(labels[i])]}, PID {pids[i]}" for i in picks]
+    plot_image_grid(rows, columns, run.plots / "table2_segmentations.png", row_titles=row_titles, synthetic=synthetic,
                     title="Paper 4, Table 2 — test slices: image, LSTM-enhanced image, ground truth, predictions")
     if enhancer is not None:
-        from brats_keras.enhancement import corrupt
 
         clean = test_images[picks]
         noisy = corrupt(clean, noise, np.random.default_rng(seed))
         denoised = enhancer.predict(noisy, verbose=0)
         rows = [[(c, None), (n, None), (d, None), (np.abs(d - n), None)] for c, n, d in zip(clean, noisy, denoised)]
         plot_image_grid(rows, ["clean", "noisy input", "LSTM stage output", "|correction|"],
-                        run.plots / "enhancer_denoising.png", synthetic=synthetic,
+                        run.plots / "enhancer_denoising.png", row_titles=row_titles, synthetic=synthetic,
                         title="Paper 4 — the pre-trained LSTM stage on held-out test slices")
 
 

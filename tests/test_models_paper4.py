@@ -89,6 +89,15 @@ def test_efficientnet_unet_uses_efficientnetb0_features_and_attention_gated_skip
     assert model.get_layer("efficientnet_attention_unet_bridge_dropout").rate == 0.5
 
 
+def test_block_summary_lists_the_encoder_outputs_and_the_decoder_levels():
+    from brats_keras.models.common import block_summary
+
+    model = _build("efficientnet_attention_unet")
+    table = block_summary(model)
+    assert "| `efficientnet_attention_unet_encoder` | Functional | 32×32×96, 16×16×144, 8×8×240, 4×4×672, 2×2×1280 |" in table
+    assert f"**{model.count_params():,}**" in table and table.count("_dec") == 5
+
+
 def test_missing_imagenet_weights_give_a_random_encoder_with_a_warning(no_imagenet):
     with pytest.warns(UserWarning, match="random initialisation"):
         assert resolve_encoder_weights("auto") is None

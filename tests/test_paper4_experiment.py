@@ -108,6 +108,14 @@ def test_a_corrupt_mat_file_is_one_line_error_naming_it(figshare_set, tmp_path):
     assert len(errors) == 1 and "4.mat" in errors[0], proc.stderr[-2000:]
 
 
+def test_an_image_size_the_networks_cannot_take_is_one_line_error(tmp_path):
+    proc = run_experiment(SCRIPT, "--image-size", "100", "--out", str(tmp_path / "run"), cache=tmp_path / "cache",
+                          timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "error: invalid setting: size: must be a multiple of 32 (EfficientNet's stride), got 100")
+
+
 def test_help_documents_the_paper_defaults():
     proc = run_experiment(SCRIPT, "--help", cache=REPO / ".no-cache", timeout=120)
     assert proc.returncode == 0
@@ -115,3 +123,42 @@ def test_help_documents_the_paper_defaults():
     for text in ("paper: 500 — Table 1: 500 epochs", "paper: 8 — Table 1: batch size 8", "--models",
                  "--encoder-weights", "--pretrain-epochs"):
         assert text in words, text
+
+
+def _experiment():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("paper4_lstm_effunet_under_test", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_test_slices_are_scored_at_their_source_resolution():
+    import numpy as np
+
+    experiment = _experiment()
+    probabilities = np.zeros((2, 4, 4), np.float32)
+    probabilities[:, :2, :2] = 0.9  # the top-left quarter at the model's 4²
+    truths = [np.zeros((8, 8), np.uint8), np.zeros((4, 4), np.uint8)]  # a 512²-like and a 256²-like source
+    truths[0][:4, :4] = 1
+    truths[1][:2, :2] = 1
+    mask = experiment.at_source_size(probabilities[0], 8)
+    assert mask.shape == (8, 8) and mask[:3, :3].all() and not mask[5:, :].any()
+    scores = experiment.score_test(probabilities, truths, labels=[1, 3])
+    assert sum(scores["pooled_counts"].values()) == 64 + 16  # every source pixel, once
+    assert scores["per_image"][1]["dsc"] == 1.0 and scores["by_type"]["pituitary"] == {"dsc": 1.0, "images": 1}
+    assert scores["by_type"]["glioma"] == {"dsc": None, "images": 0}
+
+
+def test_figure_slices_are_one_per_patient_tumour_types_in_turn():
+    import numpy as np
+
+    experiment = _experiment()
+    sizes = [1, 5, 2, 9, 3, 3, 7]
+    masks = [np.ones((2, 2)) * k for k in sizes]
+    pids = ["a", "a", "b", "c", "d", "d", "e"]
+    labels = [1, 1, 2, 3, 1, 1, 1]
+    # a → slice 1 (largest of a), b → 2, c → 3, d → 4, e → 6; meningiomas a, e, d by tumour size
+    assert experiment.showcase_slices(masks, pids, labels, 4) == [6, 2, 3, 1]
+    assert experiment.showcase_slices(masks, pids, labels, 10) == [6, 2, 3, 1, 4]

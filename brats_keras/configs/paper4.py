@@ -70,7 +70,8 @@ class EnhancerSettings:
 
 @dataclass
 class ScheduleSettings:
-    """The paper's "learning rate scheduling" and the early stopping the issue allows (**choice**)."""
+    """The paper's "learning rate scheduling" (ReduceLROnPlateau) and early stopping, both **choices** (the paper
+    names neither the schedule nor a stopping rule)."""
 
     monitor: str = "val_loss"
     reduce_factor: float = 0.5

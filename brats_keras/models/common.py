@@ -71,7 +71,8 @@ def block_summary(model: keras.Model) -> str:
     ``model`` is a functional model whose layers are each called once (as this package's are).
     Consecutive layers whose names share a block (``block_of``: the helper layers ``_pool``,
     ``_attention``, ``_up``, ``_concat`` and ``_dropout`` join their block) form one row; the output
-    shape (batch axis dropped) is the block's last layer's; parameters count trainable and
+    shape (batch axis dropped) is the block's last layer's (all of them, comma-separated, for a nested
+    model with several outputs such as paper 4's EfficientNet encoder); parameters count trainable and
     non-trainable weights (batch-norm moving statistics included), as ``model.count_params()``.
     A final row gives the total.
     """
@@ -81,7 +82,8 @@ def block_summary(model: keras.Model) -> str:
     for layer in model.layers:
         block = block_of(layer.name)
         kind = type(layer).__name__
-        shape = _format_shape(layer.output.shape)
+        outputs = layer.output if isinstance(layer.output, (list, tuple)) else [layer.output]
+        shape = ", ".join(_format_shape(o.shape) for o in outputs)  # a nested encoder has several
         params = layer.count_params() if layer.built else 0
         if rows and rows[-1][0] == block:
             rows[-1][1].append(kind)

@@ -247,17 +247,24 @@ def efficientnet_attention_unet(input_shape=PAPER_INPUT_SHAPE, num_classes=2, fi
         norm_momentum: momentum of every batch normalisation, the EfficientNet encoder's included
             (Keras' default 0.99; the quick profile's short runs use 0.9, docs/paper4.md).
     """
-    input_shape, num_classes, filters, _, activation, output_activation, name = check_model_args(
-        input_shape, num_classes, filters, 5, activation, output_activation, name)
-    dropout = check_dropout(dropout)
-    if input_shape[-1] not in (1, 3):
-        raise ValueError(f"input_shape {input_shape!r}: EfficientNet takes 1 (grey, repeated) or 3 channels")
-    encoder_weights = resolve_encoder_weights(weights)
+    input_shape, num_classes, filters, activation, output_activation, name, dropout, encoder_weights = _effunet_args(
+        input_shape, num_classes, filters, activation, output_activation, name, dropout, weights)
     inputs = keras.Input(input_shape, name=f"{name}_input")
     return keras.Model(inputs, _effunet_body(inputs, num_classes=num_classes, filters=filters, activation=activation,
                                              dropout=dropout, encoder_weights=encoder_weights,
                                              output_activation=output_activation, norm_momentum=norm_momentum,
                                              prefix=name), name=name)
+
+
+def _effunet_args(input_shape, num_classes, filters, activation, output_activation, name, dropout, weights):
+    """The EfficientNet U-Nets' arguments, checked (``H``, ``W`` divisible by 32; 1 or 3 channels), and
+    the encoder weights resolved (:func:`resolve_encoder_weights`)."""
+    input_shape, num_classes, filters, _, activation, output_activation, name = check_model_args(
+        input_shape, num_classes, filters, 5, activation, output_activation, name)
+    if input_shape[-1] not in (1, 3):
+        raise ValueError(f"input_shape {input_shape!r}: EfficientNet takes 1 (grey, repeated) or 3 channels")
+    return (input_shape, num_classes, filters, activation, output_activation, name, check_dropout(dropout),
+            resolve_encoder_weights(weights))
 
 
 def _effunet_body(x, *, num_classes, filters, activation, dropout, encoder_weights, output_activation,
@@ -296,12 +303,8 @@ def lstm_effunet(input_shape=PAPER_INPUT_SHAPE, num_classes=2, filters=TABLE1["f
     layer ``{name}_enhancer`` before fine-tuning (``experiments/paper4_lstm_effunet.py`` does);
     :func:`enhancer_of` gives the enhanced image.
     """
-    input_shape, num_classes, filters, _, activation, output_activation, name = check_model_args(
-        input_shape, num_classes, filters, 5, activation, output_activation, name)
-    dropout = check_dropout(dropout)
-    if input_shape[-1] not in (1, 3):
-        raise ValueError(f"input_shape {input_shape!r}: EfficientNet takes 1 (grey, repeated) or 3 channels")
-    encoder_weights = resolve_encoder_weights(weights)
+    input_shape, num_classes, filters, activation, output_activation, name, dropout, encoder_weights = _effunet_args(
+        input_shape, num_classes, filters, activation, output_activation, name, dropout, weights)
     inputs = keras.Input(input_shape, name=f"{name}_input")
     # The enhancer's initialisers take their seeds without advancing Keras' global seed stream (Python's
     # `random`), so under the same seed the network behind it starts with exactly the weights of
