@@ -71,6 +71,7 @@ __all__ = [
     "history_to_epoch_dict",
     "orthogonal_planes",
     "overlay_center",
+    "plot_captioned_images",
     "plot_image_grid",
     "plot_confusion_matrix",
     "plot_prediction_overlay",
@@ -1044,6 +1045,54 @@ def plot_image_grid(
                 ax.set_ylabel(row_titles[r], fontsize=8)
     if any(mask is not None for row in panels for _, mask in row):
         _class_legend(fig, colors, ("background", mask_name))
+    _suptitle(fig, title, synthetic)
+    return _save_png(fig, out_png)
+
+
+def plot_captioned_images(
+    images: Sequence[Any],
+    captions: Sequence[str],
+    out_png: str | os.PathLike,
+    *,
+    ncols: int = 4,
+    title: str | None = None,
+    synthetic: bool = False,
+    panel_size: float = 2.4,
+    dpi: int = DEFAULT_DPI,
+) -> Path:
+    """A gallery of images, each with its own caption (e.g. paper 5's misclassified test images:
+    "true glioma → predicted meningioma (0.71)"). ``images``: ``(H, W)``, ``(H, W, 1)`` grey (own
+    1st–99.5th percentile window) or ``(H, W, 3)`` RGB in [0, 1]. No images: one panel saying so.
+
+    Raises:
+        ValueError: ``captions`` of another length, an image of another rank, ``ncols < 1``.
+    """
+    if len(images) != len(captions):
+        raise ValueError(f"captions: {len(captions)} captions for {len(images)} images")
+    if isinstance(ncols, bool) or not isinstance(ncols, int) or ncols < 1:
+        raise ValueError(f"ncols must be a positive integer, got {ncols!r}")
+    n = max(len(images), 1)
+    cols = min(ncols, n)
+    rows = -(-n // cols)
+    fig = _new_figure((panel_size * cols, panel_size * rows + 0.9), dpi)
+    axes = fig.subplots(rows, cols, squeeze=False)
+    for ax in axes.ravel():
+        ax.set_axis_off()
+    if not images:
+        axes[0, 0].text(0.5, 0.5, "none", ha="center", va="center", fontsize=12)
+    for k, (image, caption) in enumerate(zip(images, captions)):
+        ax = axes[k // cols, k % cols]
+        image = np.asarray(image, dtype=float)
+        if image.ndim == 3 and image.shape[-1] == 1:
+            image = image[..., 0]
+        if image.ndim == 2:
+            lo, hi = _grey_window(image)
+            ax.imshow(image, cmap="gray", vmin=lo, vmax=hi, interpolation="nearest")
+        elif image.ndim == 3 and image.shape[-1] == 3:
+            ax.imshow(np.clip(image, 0.0, 1.0), interpolation="nearest")
+        else:
+            raise ValueError(f"images[{k}]: must be (H, W), (H, W, 1) or (H, W, 3), got {image.shape}")
+        ax.set_title(str(caption), fontsize=8)
     _suptitle(fig, title, synthetic)
     return _save_png(fig, out_png)
 

@@ -340,6 +340,14 @@ def augment_batch(x: tf.Tensor, y: tf.Tensor, seeds: tf.Tensor,
     return out_x, out_y
 
 
+def augment_images(x: tf.Tensor, seeds: tf.Tensor, settings: AugmentSettings) -> tf.Tensor:
+    """:func:`augment_batch` of images alone (a classifier's batch: one label per image, unchanged)."""
+    import tensorflow as tf
+
+    x = tf.convert_to_tensor(x)
+    return augment_batch(x, tf.zeros_like(x[..., 0], dtype=tf.uint8), seeds, settings)[0]
+
+
 def augment_seeds(seed: int) -> tf.data.Dataset:
     """An endless dataset of per-sample seeds ``(2,)`` int64 for :func:`augment_batch`: zip it with the
     (shuffled, not yet batched) sample dataset, then batch both. A different stream every epoch

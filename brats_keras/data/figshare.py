@@ -24,8 +24,6 @@ numbers measured on it say whether a pipeline works, never how a method performs
 from __future__ import annotations
 
 import functools
-import hashlib
-import json
 import re
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -37,6 +35,7 @@ import numpy as np
 from scipy import ndimage
 
 from brats_keras.data import synthetic as _synthetic
+from brats_keras.data.prepared import PreparedArrayCache, PreparedArrays, PreparedIndex
 from brats_keras.data.synthetic import SYNTHETIC_MARKER, write_atomic
 from brats_keras.errors import BratsKerasError, DataError
 
@@ -845,6 +844,19 @@ def synthesize_figshare_patient(rng: np.random.Generator, label: int, slices: in
     """
     if int(label) not in FIGSHARE_LABELS:
         raise BratsKerasError(f"label must be 1, 2 or 3, got {label!r}")
+    return _synthesize_slices(rng, int(label), slices, size, pid=pid)
+
+
+def synthesize_tumour_free_slices(rng: np.random.Generator, slices: int, size: int = 512) -> list[np.ndarray]:
+    """SYNTHETIC tumour-free T1ce slices of one subject (int16 (size, size) images), drawn like
+    :func:`synthesize_figshare_patient`'s (anatomy, pose, view, bias field, noise, contrast) but without a
+    lesion: neighbouring slices through the brain within ±35 mm of its centre. Paper 5's "no tumour" class."""
+    return [s.image for s in _synthesize_slices(rng, 0, slices, size, pid="0")]
+
+
+def _synthesize_slices(rng: np.random.Generator, label: int, slices, size, *, pid: str | None
+                       ) -> list[FigshareSlice]:
+    """:func:`synthesize_figshare_patient`; ``label`` 0 renders no lesion (empty masks, label 0)."""
     if int(slices) < 1:
         raise BratsKerasError(f"slices must be ≥ 1, got {slices}")
     if int(size) < MIN_SIZE:
@@ -853,10 +865,15 @@ def synthesize_figshare_patient(rng: np.random.Generator, label: int, slices: in
     if pid is None:
         pid = str(rng.integers(100000, 1000000))
     head = _head(_anatomy_grid(size))
-    lesion = _draw_lesion(rng, label, head)
+    lesion = _draw_lesion(rng, label, head) if label else None
     patient = _draw_patient(rng, label, head)
-    lesion.inner_table_mm = float(patient.shells[0][0])
-    offsets = _slice_offsets(lesion, patient, head, slices, rng)
+    if lesion is not None:
+        lesion.inner_table_mm = float(patient.shells[0][0])
+        offsets = _slice_offsets(lesion, patient, head, slices, rng)
+    else:  # neighbouring slices somewhere through the brain
+        centre = np.linalg.solve(patient.pose[:3, :3], head.centre_mm - patient.pose[:3, 3]) @ patient.frame[2]
+        offsets = centre + rng.uniform(-35.0, 35.0) + min(_SLICE_SPACING_MM, 30.0 / max(slices, 1)) * (
+            np.arange(slices) - (slices - 1) / 2)
     sinus = ((head.mni_to_mm @ np.append(_SPHENOID_MNI, 1.0))[:3], _SPHENOID_RADII_MM)
 
     u, v, n = patient.frame
@@ -865,7 +882,7 @@ def synthesize_figshare_patient(rng: np.random.Generator, label: int, slices: in
     pixel = patient.fov_mm / size
     coarse = min(size, 2 * _anatomy_grid(size))  # tissue maps are smooth: sample them at ≤ 2 px per voxel
     centre_scanner = np.linalg.solve(linear, head.centre_mm - shift)
-    lesion_scanner = np.linalg.solve(linear, lesion.centre - shift)
+    lesion_scanner = None if lesion is None else np.linalg.solve(linear, lesion.centre - shift)
     out = []
     for offset in offsets:
         origin = (centre_scanner - (centre_scanner @ n) * n + offset * n
@@ -885,29 +902,31 @@ def synthesize_figshare_patient(rng: np.random.Generator, label: int, slices: in
         axis = np.arange(32) - 15.5
         bias = _upsample(_bias(plane(axis, axis, patient.fov_mm / 32), patient), size)
 
-        # The tumour, evaluated at full resolution in the square around its projection.
-        rel = lesion_scanner - origin
-        c0, r0 = rel @ u / pixel + (size - 1) / 2, rel @ v / pixel + (size - 1) / 2
-        half = lesion.reach_mm / pixel + 2
-        r_lo, r_hi = int(np.clip(np.floor(r0 - half), 0, size)), int(np.clip(np.ceil(r0 + half) + 1, 0, size))
-        c_lo, c_hi = int(np.clip(np.floor(c0 - half), 0, size)), int(np.clip(np.ceil(c0 + half) + 1, 0, size))
-        mask = np.zeros((size, size), bool)
-        if r_hi > r_lo and c_hi > c_lo:
-            rows = np.arange(r_lo, r_hi) - (size - 1) / 2
-            cols = np.arange(c_lo, c_hi) - (size - 1) / 2
-            window = plane(rows, cols, pixel).reshape(3, -1).T
-            near = np.sum((window - lesion.centre) ** 2, axis=1) <= lesion.reach_mm**2
-            patch = image[r_lo:r_hi, c_lo:c_hi].reshape(-1)
-            values, inside = patch[near], np.zeros(int(near.sum()), bool)
-            window_maps = [_upsample(m, size)[r_lo:r_hi, c_lo:c_hi].reshape(-1)[near] for m in maps]
-            _render_lesion(values, inside, window[near], window_maps, lesion, patient, pixel)
-            patch[near] = values
-            image[r_lo:r_hi, c_lo:c_hi] = patch.reshape(r_hi - r_lo, c_hi - c_lo)
-            patch_mask = np.zeros(near.shape, bool)
-            patch_mask[near] = inside
-            mask[r_lo:r_hi, c_lo:c_hi] = patch_mask.reshape(r_hi - r_lo, c_hi - c_lo)
-        fallback = (int(np.clip(round(r0), 0, size - 1)), int(np.clip(round(c0), 0, size - 1)))
-        mask = _clean_mask(mask, fallback)
+        mask = np.zeros((size, size), np.uint8)
+        if lesion is not None:
+            # The tumour, evaluated at full resolution in the square around its projection.
+            rel = lesion_scanner - origin
+            c0, r0 = rel @ u / pixel + (size - 1) / 2, rel @ v / pixel + (size - 1) / 2
+            half = lesion.reach_mm / pixel + 2
+            r_lo, r_hi = int(np.clip(np.floor(r0 - half), 0, size)), int(np.clip(np.ceil(r0 + half) + 1, 0, size))
+            c_lo, c_hi = int(np.clip(np.floor(c0 - half), 0, size)), int(np.clip(np.ceil(c0 + half) + 1, 0, size))
+            mask = np.zeros((size, size), bool)
+            if r_hi > r_lo and c_hi > c_lo:
+                rows = np.arange(r_lo, r_hi) - (size - 1) / 2
+                cols = np.arange(c_lo, c_hi) - (size - 1) / 2
+                window = plane(rows, cols, pixel).reshape(3, -1).T
+                near = np.sum((window - lesion.centre) ** 2, axis=1) <= lesion.reach_mm**2
+                patch = image[r_lo:r_hi, c_lo:c_hi].reshape(-1)
+                values, inside = patch[near], np.zeros(int(near.sum()), bool)
+                window_maps = [_upsample(m, size)[r_lo:r_hi, c_lo:c_hi].reshape(-1)[near] for m in maps]
+                _render_lesion(values, inside, window[near], window_maps, lesion, patient, pixel)
+                patch[near] = values
+                image[r_lo:r_hi, c_lo:c_hi] = patch.reshape(r_hi - r_lo, c_hi - c_lo)
+                patch_mask = np.zeros(near.shape, bool)
+                patch_mask[near] = inside
+                mask[r_lo:r_hi, c_lo:c_hi] = patch_mask.reshape(r_hi - r_lo, c_hi - c_lo)
+            fallback = (int(np.clip(round(r0), 0, size - 1)), int(np.clip(round(c0), 0, size - 1)))
+            mask = _clean_mask(mask, fallback)
 
         # Bias field, Rician noise (magnitude of a complex signal with Gaussian noise), contrast level.
         image *= bias
@@ -921,7 +940,7 @@ def synthesize_figshare_patient(rng: np.random.Generator, label: int, slices: in
         image *= np.float32(patient.wm_level)
         image = np.clip(np.rint(image, out=image), 0, np.iinfo(np.int16).max).astype(np.int16)
         out.append(FigshareSlice(path=None, label=label, pid=pid, image=image, mask=mask,
-                                 border=mask_border(mask)))
+                                 border=mask_border(mask) if lesion is not None else np.zeros((0, 2))))
     return out
 
 
@@ -1015,7 +1034,7 @@ def ensure_synthetic_figshare(cache_dir=None, *, patients: int = 24, slices_per_
 
 
 # ------------------------------------------------------------------------------------- preparation
-CACHE_FORMAT_VERSION = 1
+CACHE_FORMAT_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -1091,21 +1110,12 @@ class FigshareArrays:
     pids: tuple[str, ...]
     labels: tuple[int, ...]
     settings: FigshareSettings
-
-
-def _fingerprint(paths: Sequence[Path]) -> list[list]:
-    out = []
-    for path in paths:
-        try:
-            st = path.stat()
-        except OSError:
-            raise DataError("file not found", path=path) from None
-        out.append([str(path), st.st_size, st.st_mtime_ns])
-    return out
+    prepared: PreparedArrays | None = None
 
 
 class FigshareCache:
-    """Decode-once cache of prepared figshare slices: ``<cache>/figshare/<key>/{x,y}.npy`` + ``meta.json``.
+    """Decode-once cache of prepared figshare slices: ``<cache>/figshare/<key>/{x,y}.npy`` + ``meta.json``
+    (:class:`brats_keras.data.prepared.PreparedArrayCache`; a bad file stops the build).
 
     ``<key>`` hashes the settings and the list of files (resolved paths, in order), so another size,
     normalisation or file list uses another folder. ``meta.json`` records each file's size and mtime
@@ -1114,89 +1124,45 @@ class FigshareCache:
     """
 
     def __init__(self, size: int = 256, normalization: str = "minmax", cache_dir=None):
-        from brats_keras.data.slices2d import default_cache_dir
-
         self.settings = FigshareSettings(size=int(size), normalization=normalization)
-        self.root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        s = self.settings.size
+        self._cache = PreparedArrayCache(
+            "figshare", {"format": CACHE_FORMAT_VERSION, **asdict(self.settings)},
+            {"x": ((s, s, 1), np.float32), "y": ((s, s), np.uint8)}, self._decode, root=cache_dir,
+            desc="preparing figshare slices")
+        self.root = self._cache.root
+
+    def _decode(self, path: Path):
+        slice_ = read_figshare_mat(path)
+        x, y = prepare_figshare_slice(slice_, self.settings)
+        return {"x": x, "y": y}, {"pid": slice_.pid, "label": slice_.label}
+
+    def _arrays(self, prepared: PreparedArrays | None) -> FigshareArrays | None:
+        if prepared is None:
+            return None
+        return FigshareArrays(prepared.folder, prepared.arrays["x"], prepared.arrays["y"], prepared.paths,
+                              tuple(r["pid"] for r in prepared.records),
+                              tuple(int(r["label"]) for r in prepared.records), self.settings, prepared)
 
     def folder(self, paths: Sequence[Path]) -> Path:
-        payload = json.dumps({"version": CACHE_FORMAT_VERSION, **asdict(self.settings),
-                              "files": [str(p) for p in paths]}, sort_keys=True)
-        return self.root / "figshare" / hashlib.sha1(payload.encode()).hexdigest()[:16]
+        return self._cache.folder(paths)
 
     def lookup(self, paths: Sequence) -> FigshareArrays | None:
         """The prepared arrays of ``paths`` if they exist and are fresh."""
-        paths = [Path(p).resolve() for p in paths]
-        folder = self.folder(paths)
-        return self._fresh(folder, paths, _fingerprint(paths))
-
-    def _fresh(self, folder: Path, paths: list[Path], sources: list[list]) -> FigshareArrays | None:
-        from brats_keras.io_utils import read_json_or_none
-
-        meta = read_json_or_none(folder / "meta.json")
-        x_path, y_path = folder / "x.npy", folder / "y.npy"
-        if not meta or meta.get("sources") != sources or not (x_path.is_file() and y_path.is_file()):
-            return None
-        return FigshareArrays(folder, x_path, y_path, tuple(paths), tuple(meta["pids"]),
-                              tuple(int(v) for v in meta["labels"]), self.settings)
+        return self._arrays(self._cache.lookup(paths))
 
     def ensure(self, paths: Sequence, *, progress: bool = True) -> FigshareArrays:
         """Prepared arrays for ``paths`` (in order), reading the files only when the cache is missing
         or stale. A bad file raises its :class:`DataError`; nothing half-written is left behind. No
         paths (an empty split part) give empty arrays."""
-        from brats_keras.io_utils import atomic_save_npy, atomic_write_json
-
-        paths = [Path(p).resolve() for p in paths]
-        sources = _fingerprint(paths)
-        folder = self.folder(paths)
-        fresh = self._fresh(folder, paths, sources)
-        if fresh is not None:
-            return fresh
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "meta.json").unlink(missing_ok=True)
-        s = self.settings.size
-        pids: list[str] = []
-        labels: list[int] = []
-        if not paths:  # an empty part of a split (e.g. no validation patients): empty arrays
-            atomic_save_npy(folder / "x.npy", np.zeros((0, s, s, 1), np.float32))
-            atomic_save_npy(folder / "y.npy", np.zeros((0, s, s), np.uint8))
-        else:
-            pids, labels = self._build(folder, paths, progress)
-        # The record is written last: it is what marks the arrays valid.
-        atomic_write_json(folder / "meta.json", {"settings": asdict(self.settings), "sources": sources,
-                                                 "count": len(paths), "pids": pids, "labels": labels})
-        return FigshareArrays(folder, folder / "x.npy", folder / "y.npy", tuple(paths), tuple(pids),
-                              tuple(labels), self.settings)
-
-    def _build(self, folder: Path, paths: list[Path], progress: bool) -> tuple[list[str], list[int]]:
-        """Decode ``paths`` into ``x.npy`` / ``y.npy`` (each written to a temporary file, then moved);
-        returns each file's PID and label."""
-        from tqdm.auto import tqdm
-
-        from brats_keras.io_utils import atomic_path
-
-        s = self.settings.size
-        pids, labels = [], []
-        with atomic_path(folder / "x.npy") as x_tmp, atomic_path(folder / "y.npy") as y_tmp:
-            x = np.lib.format.open_memmap(x_tmp, mode="w+", dtype=np.float32, shape=(len(paths), s, s, 1))
-            y = np.lib.format.open_memmap(y_tmp, mode="w+", dtype=np.uint8, shape=(len(paths), s, s))
-            for i, path in enumerate(tqdm(paths, desc="preparing figshare slices", unit="slice",
-                                          disable=not progress)):
-                slice_ = read_figshare_mat(path)
-                x[i], y[i] = prepare_figshare_slice(slice_, self.settings)
-                pids.append(slice_.pid)
-                labels.append(slice_.label)
-            x.flush()
-            y.flush()
-            del x, y
-        return pids, labels
+        return self._arrays(self._cache.ensure(paths, progress=progress))
 
     def index(self, paths: Sequence, *, progress: bool = True) -> FigshareIndex:
         """:class:`FigshareIndex` over :meth:`ensure` ``(paths)``."""
         return FigshareIndex(self.ensure(paths, progress=progress))
 
 
-class FigshareIndex:
+class FigshareIndex(PreparedIndex):
     """Random access to prepared slices for ``data.pipeline.make_dataset``: ``gather(indices) → (x, y)``.
 
     ``x``: (B, S, S, 1) float32; ``y``: (B, S, S) uint8 in {0, 1} (``num_classes`` 2: background,
@@ -1204,28 +1170,11 @@ class FigshareIndex:
     describe item i. The arrays are memory-mapped; only the requested slices are copied.
     """
 
-    num_classes = 2
-
     def __init__(self, arrays: FigshareArrays):
+        super().__init__(arrays.prepared, num_classes=2)
         self.arrays = arrays
-        mode = "r" if arrays.paths else None  # an empty file cannot be memory-mapped
-        self._x = np.load(arrays.x_path, mmap_mode=mode)
-        self._y = np.load(arrays.y_path, mmap_mode=mode)
-        if len(self._x) != len(arrays.paths) or len(self._y) != len(arrays.paths):
-            raise DataError(f"prepared arrays hold {len(self._x)} slices, the record {len(arrays.paths)}",
-                            path=arrays.folder)
-        self.paths = list(arrays.paths)
         self.pids = np.asarray(arrays.pids, dtype=str)
         self.labels = np.asarray(arrays.labels, dtype=np.int8)
-        self.x_shape = tuple(self._x.shape[1:])
-        self.y_shape = tuple(self._y.shape[1:])
-
-    def __len__(self) -> int:
-        return len(self._x)
-
-    def gather(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        indices = np.asarray(indices, dtype=np.int64).reshape(-1)
-        return (np.asarray(self._x[indices], dtype=np.float32), np.asarray(self._y[indices], dtype=np.uint8))
 
 
 # ------------------------------------------------------------------------------------------ splits

@@ -12,7 +12,7 @@ from typing import Protocol
 import numpy as np
 import tensorflow as tf
 
-from brats_keras.data.augment import AugmentSettings, augment_batch, augment_seeds
+from brats_keras.data.augment import AugmentSettings, augment_batch, augment_images, augment_seeds
 
 
 class ArrayIndex(Protocol):
@@ -37,9 +37,12 @@ def make_dataset(
 ) -> tf.data.Dataset:
     """Batches ``(x float32 (B, *x_shape), y float32 (B, *y_shape, num_classes))``.
 
-    With ``one_hot=False`` ``y`` stays uint8 class indices ``(B, *y_shape)``.
+    With ``one_hot=False`` ``y`` stays uint8 class indices ``(B, *y_shape)``. An index with
+    ``num_classes == 1`` (a binary mask for a single sigmoid channel, paper 5's LGG index) gives
+    ``y`` float32 ``(B, *y_shape, 1)``: the mask itself as the one channel.
 
-    ``augment`` (2D indices only: ``x_shape`` ``(H, W, C)``, ``y_shape`` ``(H, W)``) applies
+    ``augment`` (2D images: ``x_shape`` ``(H, W, C)``, ``y_shape`` ``(H, W)`` for masks or ``()`` for
+    one class per image, whose label is left as it is) applies
     :func:`brats_keras.data.augment.augment_batch` to every batch after the gather and before the
     one-hot encoding: random rotation, zoom, flips and elastic deformation, the image resampled
     bilinearly and the labels with nearest neighbour through the same coordinates. Each sample gets a
@@ -52,8 +55,9 @@ def make_dataset(
     if augment is not None and not isinstance(augment, AugmentSettings):
         raise TypeError(f"augment: expected AugmentSettings or None, got {type(augment).__name__}")
     augmenting = augment is not None and augment.enabled
-    if augmenting and (len(index.x_shape) != 3 or len(index.y_shape) != 2):
-        raise ValueError(f"augment: needs 2D samples (H, W, C) / (H, W), got {index.x_shape} / {index.y_shape}")
+    if augmenting and (len(index.x_shape) != 3 or len(index.y_shape) not in (0, 2)):
+        raise ValueError(f"augment: needs 2D samples (H, W, C) with (H, W) masks or per-image labels, got "
+                         f"{index.x_shape} / {index.y_shape}")
     n = len(index)
     ds = tf.data.Dataset.range(n)
     if shuffle:
@@ -73,15 +77,18 @@ def make_dataset(
     # augmentation and the one-hot encoding, pure TensorFlow, run in parallel.
     ds = ds.map(gather, num_parallel_calls=1)
     if augmenting:
+        per_image = len(index.y_shape) == 0
         ds = ds.map(
-            lambda x, y, seeds: augment_batch(x, y, seeds, augment),
+            (lambda x, y, seeds: (augment_images(x, seeds, augment), y)) if per_image
+            else (lambda x, y, seeds: augment_batch(x, y, seeds, augment)),
             num_parallel_calls=tf.data.AUTOTUNE,
             deterministic=True,
         )
     if one_hot:
         depth = index.num_classes
         ds = ds.map(
-            lambda x, y: (x, tf.one_hot(tf.cast(y, tf.int32), depth, dtype=tf.float32)),
+            (lambda x, y: (x, tf.cast(y, tf.float32)[..., None])) if depth == 1
+            else (lambda x, y: (x, tf.one_hot(tf.cast(y, tf.int32), depth, dtype=tf.float32))),
             num_parallel_calls=tf.data.AUTOTUNE,
             deterministic=True,
         )

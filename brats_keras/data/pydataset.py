@@ -13,7 +13,10 @@ from brats_keras.data.pipeline import ArrayIndex
 
 
 def one_hot(labels: np.ndarray, num_classes: int) -> np.ndarray:
-    """``(...,)`` integer class indices → ``(..., num_classes)`` float32."""
+    """``(...,)`` integer class indices → ``(..., num_classes)`` float32; with ``num_classes == 1`` the
+    binary mask itself as the one channel (as :func:`brats_keras.data.pipeline.make_dataset`)."""
+    if num_classes == 1:
+        return np.asarray(labels, dtype=np.float32)[..., None]
     return np.eye(num_classes, dtype=np.float32)[labels]
 
 
@@ -36,8 +39,9 @@ class IndexPyDataset(keras.utils.PyDataset):
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if augment is not None and not isinstance(augment, AugmentSettings):
             raise TypeError(f"augment: expected AugmentSettings or None, got {type(augment).__name__}")
-        if augment is not None and augment.enabled and (len(index.x_shape) != 3 or len(index.y_shape) != 2):
-            raise ValueError(f"augment: needs 2D samples (H, W, C) / (H, W), got {index.x_shape} / {index.y_shape}")
+        if augment is not None and augment.enabled and (len(index.x_shape) != 3 or len(index.y_shape) not in (0, 2)):
+            raise ValueError(f"augment: needs 2D samples (H, W, C) with (H, W) masks or per-image labels, got "
+                             f"{index.x_shape} / {index.y_shape}")
         if augment is not None and augment.enabled and seed < 0:
             raise ValueError(f"seed: must be >= 0 with augment (numpy SeedSequence), got {seed}")
         self.index = index
@@ -59,7 +63,11 @@ class IndexPyDataset(keras.utils.PyDataset):
             raise IndexError(f"batch {i} out of range [0, {len(self)})")
         x, y = self.index.gather(self._order[i * self.batch_size : (i + 1) * self.batch_size])
         if self.augment is not None:
-            x, y = augment_batch_numpy(x, y, np.random.default_rng((self._seed, self._epoch, i)), self.augment)
+            rng = np.random.default_rng((self._seed, self._epoch, i))
+            if y.ndim == 1:  # one label per image: augment the images alone
+                x = augment_batch_numpy(x, np.zeros(x.shape[:3], np.uint8), rng, self.augment)[0]
+            else:
+                x, y = augment_batch_numpy(x, y, rng, self.augment)
         return x, one_hot(y, self.index.num_classes)
 
     def on_epoch_end(self) -> None:

@@ -22,6 +22,7 @@ from brats_keras.models import paper2  # noqa: E402,F401  (registers unet3d_simp
 from brats_keras.models import paper3  # noqa: E402,F401  (registers unet2d_multimodal)
 from brats_keras.models import paper4  # noqa: E402,F401  (registers unet2d_binary, attention_unet2d, res_attention_unet2d, efficientnet_attention_unet, lstm_effunet)
 from brats_keras.models import enhancer  # noqa: E402,F401  (registers lstm_enhancer)
+from brats_keras.models import paper5  # noqa: E402,F401  (registers efficientnet_b1_classifier, residual_unet2d_binary)
 
 # A compiled model's .keras file names our losses and metrics too: importing them here means
 # `import brats_keras.models` is all keras.models.load_model needs (no custom_objects).

@@ -1,4 +1,5 @@
-"""What every model module shares: argument checks of the builders and the block summary.
+"""What every model module shares: argument checks of the builders, the block summary, and the
+offline handling of ``keras.applications``' ImageNet weights.
 
 Builders take channels-last inputs ``(batch, *spatial, C)`` whose spatial sizes are divisible by
 ``2 ** depth``; :func:`check_model_args` validates that and the other shared arguments with one set
@@ -9,10 +10,14 @@ short Markdown table.
 
 from __future__ import annotations
 
+import os
 import re
+import warnings
+from pathlib import Path
 
 import keras
 
+from brats_keras.errors import BratsKerasError
 from brats_keras.layers.conv import check_activation, check_positive_int, check_spatial_dims
 
 
@@ -96,3 +101,52 @@ def block_summary(model: keras.Model) -> str:
         lines.append(f"| `{block}` | {' + '.join(kinds)} | {shape} | {params:,} |")
     lines.append(f"| **total** | | | **{model.count_params():,}** |")
     return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------
+# keras.applications ImageNet weights, offline
+# --------------------------------------------------------------------------------------------
+
+WEIGHT_CHOICES = ("auto", "imagenet", None)
+
+
+def imagenet_weights_file(variant: str) -> Path:
+    """Where ``keras.applications.EfficientNet<variant>(include_top=False, weights="imagenet")`` keeps
+    its download: ``$KERAS_HOME/models/efficientnet<variant>_notop.h5`` (default ``~/.keras/models``)."""
+    home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+    return Path(home) / "models" / f"efficientnet{variant.lower()}_notop.h5"
+
+
+def resolve_imagenet_weights(weights, variant: str) -> str | None:
+    """``"imagenet"`` when EfficientNet``variant``'s ImageNet weights may be used, ``None`` for random.
+
+    ``"auto"`` uses them only if the file is already on disk (this never downloads) and warns that
+    the network is random otherwise; ``"imagenet"`` insists and raises a clear error when the file
+    is missing (no network access is assumed); ``None`` is random.
+    """
+    if weights not in WEIGHT_CHOICES:
+        raise ValueError(f"weights must be one of {WEIGHT_CHOICES}, got {weights!r}")
+    if weights is None:
+        return None
+    path = imagenet_weights_file(variant)
+    name = f"EfficientNet{variant.upper()}"
+    if path.is_file():
+        return "imagenet"
+    if weights == "imagenet":
+        raise BratsKerasError(
+            f"{name} ImageNet weights not found at {path}: this machine cannot download them. Copy {path.name} "
+            "(from https://storage.googleapis.com/keras-applications/) there, or pass weights='auto' / None to "
+            "train from a random initialisation")
+    warnings.warn(f"{name} ImageNet weights not found at {path} (nothing is downloaded): the network starts from "
+                  "a random initialisation", stacklevel=3)
+    return None
+
+
+def set_batch_norm_momentum(model: keras.Model, momentum: float) -> keras.Model:
+    """Give every ``BatchNormalization`` of ``model`` (nested models included) ``momentum``; Keras
+    reads it at call time and saves it in the layer's config. For ``keras.applications`` bases, whose
+    builders take no momentum (0.99). Returns ``model``."""
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = float(momentum)
+    return model

@@ -28,17 +28,16 @@ encoder is one nested model ``{name}_encoder`` and the enhancer the layer ``{nam
 
 from __future__ import annotations
 
-import os
 import random
-import warnings
 from pathlib import Path
 
 import keras
 
-from brats_keras.errors import BratsKerasError
 from brats_keras.layers import AttentionGate, ConvBlock, LSTMEnhancer, ResidualBlock
 from brats_keras.layers.conv import check_dropout, check_positive_int
-from brats_keras.models.common import check_model_args
+from brats_keras.models.common import (
+    check_model_args, imagenet_weights_file, resolve_imagenet_weights, set_batch_norm_momentum,
+)
 from brats_keras.models.registry import register_model
 
 __all__ = [
@@ -65,11 +64,6 @@ EFFICIENTNET_SKIPS = ("block2a_expand_activation", "block3a_expand_activation", 
 each stage that runs at that resolution, as segmentation_models' EfficientNet U-Net); the bottom is
 ``top_activation`` at stride 32."""
 
-EFFICIENTNET_WEIGHTS_FILE = "efficientnetb0_notop.h5"
-"""The file ``keras.applications.EfficientNetB0(include_top=False, weights="imagenet")`` downloads
-into ``$KERAS_HOME/models`` (default ``~/.keras/models``)."""
-
-WEIGHT_CHOICES = ("auto", "imagenet", None)
 
 
 def _check_pool(pool_size) -> int:
@@ -180,32 +174,12 @@ def res_attention_unet2d(input_shape=PAPER_INPUT_SHAPE, num_classes=2, filters=T
 def efficientnet_weights_file() -> Path:
     """Where Keras keeps the EfficientNetB0 ImageNet weights once downloaded
     (``$KERAS_HOME/models/efficientnetb0_notop.h5``, default ``~/.keras/models``)."""
-    home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
-    return Path(home) / "models" / EFFICIENTNET_WEIGHTS_FILE
+    return imagenet_weights_file("b0")
 
 
 def resolve_encoder_weights(weights) -> str | None:
-    """``"imagenet"`` when the ImageNet weights may be used, ``None`` for random initialisation.
-
-    ``"auto"`` uses them only if the file is already on disk (this never downloads) and warns that
-    the encoder is random otherwise; ``"imagenet"`` insists and raises a clear error when the file
-    is missing (no network access is assumed); ``None`` is random.
-    """
-    if weights not in WEIGHT_CHOICES:
-        raise ValueError(f"weights must be one of {WEIGHT_CHOICES}, got {weights!r}")
-    if weights is None:
-        return None
-    path = efficientnet_weights_file()
-    if path.is_file():
-        return "imagenet"
-    if weights == "imagenet":
-        raise BratsKerasError(
-            f"EfficientNetB0 ImageNet weights not found at {path}: this machine cannot download them. Copy "
-            f"{EFFICIENTNET_WEIGHTS_FILE} (from https://storage.googleapis.com/keras-applications/) there, or "
-            "pass weights='auto' / None to train the encoder from a random initialisation")
-    warnings.warn(f"EfficientNetB0 ImageNet weights not found at {path} (nothing is downloaded): the encoder "
-                  "starts from a random initialisation", stacklevel=3)
-    return None
+    """:func:`brats_keras.models.common.resolve_imagenet_weights` for EfficientNetB0."""
+    return resolve_imagenet_weights(weights, "b0")
 
 
 def _efficientnet_encoder(spatial: tuple[int, int], weights: str | None, name: str,
@@ -214,9 +188,7 @@ def _efficientnet_encoder(spatial: tuple[int, int], weights: str | None, name: s
     the four skips (strides 2, 4, 8, 16) and the bottom (stride 32, 1280 channels). Its batch
     normalisations get ``norm_momentum`` (Keras' EfficientNet uses 0.99, the default here too)."""
     base = keras.applications.EfficientNetB0(include_top=False, weights=weights, input_shape=(*spatial, 3))
-    for layer in base.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            layer.momentum = float(norm_momentum)  # read at call time and saved in the layer's config
+    set_batch_norm_momentum(base, norm_momentum)
     outputs = [base.get_layer(layer).output for layer in EFFICIENTNET_SKIPS] + [base.get_layer("top_activation").output]
     return keras.Model(base.input, outputs, name=name)
 
