@@ -130,3 +130,26 @@ def test_per_image_labels_are_kept_while_the_images_are_augmented(synthetic_set,
     np.testing.assert_array_equal(y, plain[1].numpy())
     assert x.shape == (8, 32, 32, 3)
     assert not np.allclose(x, plain[0].numpy())
+
+
+def test_synthesize_cli_writes_both_paper5_sets(tmp_path, capsys):
+    import importlib.util
+
+    from brats_keras.data.lgg import discover_lgg
+    from tests.helpers import REPO
+
+    spec = importlib.util.spec_from_file_location("synthesize_cli", REPO / "data_prep" / "synthesize.py")
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    assert cli.main(["--dataset", "brain-tumor-mri", "--out", str(tmp_path / "btm"), "--cases", "2",
+                     "--test-cases", "1", "--size", "64", "--no-progress"]) == 0
+    assert "SYNTHETIC brain-tumour MRI images (2 + 1 per class)" in capsys.readouterr().out
+    assert len(discover_brain_mri(tmp_path / "btm")) == 4 * 3
+    assert cli.main(["--dataset", "lgg", "--out", str(tmp_path / "lgg"), "--cases", "2", "--slices-per-patient", "3",
+                     "--size", "32", "--no-progress"]) == 0
+    assert len(discover_lgg(tmp_path / "lgg")[0]) == 6
+    for argv in (["--dataset", "lgg", "--test-cases", "2"], ["--dataset", "brain-tumor-mri", "--shape", "8", "8", "8"]):
+        with pytest.raises(SystemExit) as info:
+            cli.parse_args([*argv, "--out", str(tmp_path / "x"), "--cases", "1"])
+        assert info.value.code == 2
+    assert "applies to --dataset" in capsys.readouterr().err

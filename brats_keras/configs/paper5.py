@@ -121,11 +121,11 @@ def paper5_config(*, quick: bool = False) -> ExperimentConfig:
     if quick:
         model = ModelConfig(model.name, quick_profile_norm_momentum(model.options))
         # choice, sized for this 2-core CPU (docs/paper5.md): 96² images, 75 synthetic images per class,
-        # 40 classifier epochs of batch 16 (a randomly initialised EfficientNetB1 needs the steps: after
+        # 32 classifier epochs of batch 16 (a randomly initialised EfficientNetB1 needs the steps: after
         # 12 epochs of batch 32 its training accuracy was still 34 %, measured) without the LR plateau
         # (on 3 validation batches it cut the LR to 3e-5 by epoch 7); 64² LGG slices of 12 synthetic
         # patients, 8 segmenter epochs of batch 16; BN momentum 0.9 for the short runs; no early stopping.
-        train.epochs = 40
+        train.epochs = 32
         train.batch_size = 16
         train.stop = dataclasses.replace(train.stop, stop_patience=0, reduce_factor=0.0)
         train.segment = dataclasses.replace(
