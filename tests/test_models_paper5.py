@@ -72,6 +72,26 @@ def test_frozen_base_trains_only_the_head_and_a_random_base_trains_too():
     assert len(random_base.trainable_weights) > 100
 
 
+def test_with_imagenet_weights_the_base_is_frozen_by_default(monkeypatch):
+    """The rule, with the weights file simulated: resolved "imagenet" → frozen (the paper's frozen
+    base) unless freeze_base=False asks to fine-tune."""
+    from brats_keras.models import paper5
+
+    loaded = []
+    real = keras.applications.EfficientNetB1
+
+    def fake_b1(*, weights, **kw):  # stands in for the ImageNet file this machine does not have
+        loaded.append(weights)
+        return real(weights=None, **kw)
+
+    monkeypatch.setattr(paper5, "resolve_imagenet_weights", lambda weights, variant: "imagenet")
+    monkeypatch.setattr(keras.applications, "EfficientNetB1", fake_b1)
+    assert not create_model(NAME, input_shape=(64, 64, 3), weights="auto").get_layer(f"{NAME}_base").trainable
+    assert create_model(NAME, input_shape=(64, 64, 3), weights="auto", freeze_base=False).get_layer(
+        f"{NAME}_base").trainable
+    assert loaded == ["imagenet", "imagenet"]
+
+
 def test_imagenet_weights_are_never_downloaded(monkeypatch, tmp_path):
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))
     with pytest.raises(BratsKerasError, match="efficientnetb1_notop.h5"):
