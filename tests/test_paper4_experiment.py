@@ -1,5 +1,5 @@
-"""Paper 4 end to end on a tiny SYNTHETIC figshare set (64² slices): all five runs (Table 3's four
-models and the ablation), every output file, the stratified patient split, the JI ≤ DSC audit on the
+"""Paper 4 end to end on a tiny SYNTHETIC figshare set (64² slices): a baseline, the ablation and the
+proposed model, every output file, the stratified patient split, the JI ≤ DSC audit on the
 measured numbers, resume, and a corrupt .mat file stopping the run with one line naming it."""
 
 from __future__ import annotations
