@@ -368,3 +368,28 @@ class ResumableReduceLROnPlateau(_ResumesWithoutReset, keras.callbacks.ReduceLRO
         self.best = state["best"]
         self.cooldown_counter = int(state["cooldown_counter"])
         self._resumed = True
+
+
+def plateau_callbacks(monitor: str, *, mode: str = "auto", reduce_factor: float = 0.0, reduce_patience: int = 0,
+                      min_learning_rate: float = 0.0, stop_patience: int = 0) -> list[keras.callbacks.Callback]:
+    """The resumable ``ReduceLROnPlateau`` (when ``reduce_factor`` > 0) and ``EarlyStopping`` with the
+    best weights restored (when ``stop_patience`` > 0), both watching ``monitor`` (papers 4 and 5)."""
+    callbacks: list[keras.callbacks.Callback] = []
+    if reduce_factor:
+        callbacks.append(ResumableReduceLROnPlateau(monitor=monitor, factor=reduce_factor, patience=reduce_patience,
+                                                    min_lr=min_learning_rate, mode=mode, verbose=1))
+    if stop_patience:
+        callbacks.append(ResumableEarlyStopping(monitor=monitor, patience=stop_patience, mode=mode,
+                                                restore_best_weights=True, verbose=1))
+    return callbacks
+
+
+def early_stopping_record(callbacks) -> dict[str, Any] | None:
+    """For results.json: the ``ResumableEarlyStopping`` among ``callbacks`` after training —
+    ``monitor``, ``patience``, ``best_epoch`` and ``stopped_at`` (1-based; ``None``: it ran to the
+    last epoch) — or ``None`` when there is none."""
+    stopper = next((cb for cb in callbacks if isinstance(cb, ResumableEarlyStopping)), None)
+    if stopper is None:
+        return None
+    return {"monitor": stopper.monitor, "patience": stopper.patience, "best_epoch": stopper.best_epoch + 1,
+            "stopped_at": stopper.stopped_epoch + 1 if stopper.stopped_epoch else None}

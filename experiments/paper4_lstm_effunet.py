@@ -36,7 +36,7 @@ if __package__ in (None, "") and "brats_keras" not in sys.modules:  # run as a s
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from brats_keras.callbacks import ResumableEarlyStopping, ResumableReduceLROnPlateau  # noqa: E402
+from brats_keras.callbacks import early_stopping_record, plateau_callbacks  # noqa: E402
 from brats_keras.configs import make_optimizer  # noqa: E402
 from brats_keras.configs.paper4 import (  # noqa: E402
     EXPERIMENT, MODEL_TITLES, MODELS, PAPER_TABLE3, paper4_config,
@@ -140,13 +140,9 @@ def enhancer_layer(model: keras.Model):
 
 def schedule_callbacks(schedule) -> list[keras.callbacks.Callback]:
     """The paper's "learning rate scheduling" (ReduceLROnPlateau) and optional early stopping."""
-    callbacks = [ResumableReduceLROnPlateau(monitor=schedule.monitor, factor=schedule.reduce_factor,
-                                            patience=schedule.reduce_patience, min_lr=schedule.min_learning_rate,
-                                            verbose=1)]
-    if schedule.stop_patience:
-        callbacks.append(ResumableEarlyStopping(monitor=schedule.monitor, patience=schedule.stop_patience,
-                                                restore_best_weights=True, verbose=1))
-    return callbacks
+    return plateau_callbacks(schedule.monitor, reduce_factor=schedule.reduce_factor,
+                             reduce_patience=schedule.reduce_patience, min_learning_rate=schedule.min_learning_rate,
+                             stop_patience=schedule.stop_patience)
 
 
 def all_items(index) -> tuple[np.ndarray, np.ndarray]:
@@ -217,8 +213,8 @@ def pretrain_stage(config, run, resume: bool, size: int, train_images, val_image
 def table3_row(key: str, entry: dict) -> dict:
     stop = entry["early_stopping"]
     row = {"model": MODEL_TITLES[key], "images": entry["test"]["images"], "epochs": entry["epochs_run"],
-           "early_stop": "off" if stop is None else f"epoch {stop['stopped_at']} (best {stop['best']})"
-           if stop["stopped_at"] else f"not triggered (best {stop['best']})"}
+           "early_stop": "off" if stop is None else f"epoch {stop['stopped_at']} (best {stop['best_epoch']})"
+           if stop["stopped_at"] else f"not triggered (best {stop['best_epoch']})"}
     row.update({m: entry["test"]["mean"][m] for m in METRICS})
     row.update({f"pooled_{m}": entry["test"]["pooled"][m] for m in ("dsc", "ji")})
     return row
@@ -410,14 +406,10 @@ def main(argv=None) -> int:
         if key == "proposed":
             enhanced = enhancer_of(model).predict(test_images, batch_size=batch, verbose=0)
         histories[MODEL_TITLES[key].split(" (")[0]] = history
-        stopper = next((cb for cb in callbacks if isinstance(cb, ResumableEarlyStopping)), None)
-        early = None if stopper is None else {  # 1-based epochs; stopped_at None: ran to the last epoch
-            "patience": stopper.patience, "best": stopper.best_epoch + 1,
-            "stopped_at": stopper.stopped_epoch + 1 if stopper.stopped_epoch else None}
         results["runs"][key] = {
             "model": MODELS[key], "params": int(model.count_params()),
             "epochs_run": len(history.get("loss", [])),
-            "early_stopping": early,
+            "early_stopping": early_stopping_record(callbacks),
             "train_seconds_this_session": round(train_seconds, 1),
             "test": test,
             **export_checked(model, model_run.model_keras, model_run.saved_model, test_images[:2]),

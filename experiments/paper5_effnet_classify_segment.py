@@ -28,7 +28,6 @@ model.keras, saved_model/, logs/, checkpoints/. See docs/paper5.md.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import sys
@@ -43,7 +42,7 @@ if __package__ in (None, "") and "brats_keras" not in sys.modules:  # run as a s
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from brats_keras.callbacks import ResumableEarlyStopping, ResumableReduceLROnPlateau  # noqa: E402
+from brats_keras.callbacks import early_stopping_record, plateau_callbacks  # noqa: E402
 from brats_keras.configs import make_optimizer  # noqa: E402
 from brats_keras.configs.paper5 import (  # noqa: E402
     EXPERIMENT, PAPER_REPORT, PAPER_SEGMENTATION, TASKS, paper5_config,
@@ -57,7 +56,7 @@ from brats_keras.data.slices2d import resize_images  # noqa: E402
 from brats_keras.data.splits import split_cases  # noqa: E402
 from brats_keras.data.synthetic import is_synthetic_dataset  # noqa: E402
 from brats_keras.errors import BratsKerasError, DataError, cli_errors  # noqa: E402
-from brats_keras.evaluation import aggregate, dice, hd95, overlap_counts, scores_from_counts  # noqa: E402
+from brats_keras.evaluation import aggregate, hd95, overlap_counts, scores_from_counts  # noqa: E402
 from brats_keras.experiment import (  # noqa: E402
     Default, configure, data_provenance, experiment_parser, finish_run, record_config, resolve_run,
 )
@@ -152,22 +151,8 @@ def write_splits(run: RunDir, splits: dict, seed: int) -> None:
 
 
 def stop_callbacks(stop, mode: str) -> list:
-    callbacks = []
-    if stop.reduce_factor:
-        callbacks.append(ResumableReduceLROnPlateau(monitor=stop.monitor, factor=stop.reduce_factor,
-                                                    patience=stop.reduce_patience, mode=mode, verbose=1))
-    if stop.stop_patience:
-        callbacks.append(ResumableEarlyStopping(monitor=stop.monitor, patience=stop.stop_patience, mode=mode,
-                                                restore_best_weights=True, verbose=1))
-    return callbacks
-
-
-def early_stop_record(callbacks) -> dict | None:
-    stopper = next((cb for cb in callbacks if isinstance(cb, ResumableEarlyStopping)), None)
-    if stopper is None:
-        return None
-    return {"monitor": stopper.monitor, "patience": stopper.patience, "best_epoch": stopper.best_epoch + 1,
-            "stopped_at": stopper.stopped_epoch + 1 if stopper.stopped_epoch else None}
+    return plateau_callbacks(stop.monitor, mode=mode, reduce_factor=stop.reduce_factor,
+                             reduce_patience=stop.reduce_patience, stop_patience=stop.stop_patience)
 
 
 def run_classification(config, run: RunDir, resume: bool, data_dir: Path, strategy, requested_weights: str,
@@ -229,7 +214,7 @@ def run_classification(config, run: RunDir, resume: bool, data_dir: Path, strate
     entry = {
         "model": config.model.name, "params": int(model.count_params()), "base_frozen": frozen,
         "encoder_weights": resolved or "random", "encoder_note": note,
-        "epochs_run": len(history.get("loss", [])), "early_stopping": early_stop_record(callbacks),
+        "epochs_run": len(history.get("loss", [])), "early_stopping": early_stopping_record(callbacks),
         "train_seconds_this_session": round(seconds, 1), "class_counts": counts,
         "skipped_files": skipped, "skipped_count": len(skipped),
         "accuracy": float(report["accuracy"]), "report": report, "confusion_matrix": cm.tolist(),
@@ -248,10 +233,11 @@ def segmentation_split(run: RunDir, resume: bool, patients: list[str], settings,
                        val_fraction=settings.val_fraction, seed=seed)
 
 
-def slice_scores(pred: np.ndarray, truth: np.ndarray) -> dict:
-    """Dice, IoU and HD95 (pixels) of one slice; both empty → 1, 1, 0; one empty → 0, 0, the diagonal."""
-    c = scores_from_counts(**overlap_counts(pred, truth))
-    return {"dice": dice(pred, truth), "iou": c["ji"],
+def slice_scores(pred: np.ndarray, truth: np.ndarray, counts: dict) -> dict:
+    """Dice, IoU and HD95 (pixels) of one slice from its ``overlap_counts``; both empty → 1, 1, 0; one
+    empty → 0, 0, the diagonal."""
+    c = scores_from_counts(**counts)
+    return {"dice": c["dsc"], "iou": c["ji"],
             "hd95": hd95(pred, truth, empty_value=float(np.hypot(*truth.shape))), "tumour": bool(truth.any())}
 
 
@@ -264,8 +250,9 @@ def score_segmentation(probabilities: np.ndarray, truths: list[np.ndarray]) -> d
         size = truth.shape[0]
         p = prob if prob.shape[0] == size else resize_images(prob[None, :, :, None], size)[0, :, :, 0]
         pred = (p > 0.5).astype(np.uint8)
-        per_slice.append(slice_scores(pred, truth))
-        for k, v in overlap_counts(pred, truth).items():
+        c = overlap_counts(pred, truth)
+        per_slice.append(slice_scores(pred, truth, c))
+        for k, v in c.items():
             counts[k] += v
     metrics = ("dice", "iou", "hd95")
     every = aggregate([{"s": {m: s[m] for m in metrics}} for s in per_slice])["s"]
@@ -326,7 +313,7 @@ def run_segmentation(config, run: RunDir, resume: bool, lgg_dir: Path, strategy,
     sample = index["test"].gather(np.arange(min(2, len(index["test"]))))[0]
     entry = {
         "model": train.model.name, "params": int(model.count_params()), "structure": conv_layer_counts(model),
-        "epochs_run": len(history.get("loss", [])), "early_stopping": early_stop_record(callbacks),
+        "epochs_run": len(history.get("loss", [])), "early_stopping": early_stopping_record(callbacks),
         "train_seconds_this_session": round(seconds, 1), "skipped_files": skipped, "skipped_count": len(skipped),
         "test": scores, **export_checked(model, model_run.model_keras, model_run.saved_model, sample),
     }
@@ -338,13 +325,15 @@ def run_segmentation(config, run: RunDir, resume: bool, lgg_dir: Path, strategy,
 
 def overlay(run: RunDir, index, probabilities, count: int, synthetic: bool) -> None:
     """Test slices with the largest tumours, one per patient: FLAIR, ground truth, prediction."""
-    x, y = index.gather(np.arange(len(index)))
+    area = index.targets().reshape(len(index), -1).sum(axis=1)  # masks only: the images are read for the picks
     best: dict[str, int] = {}
     for i, patient in enumerate(index.patients):
-        if y[i].sum() and (patient not in best or y[i].sum() > y[best[patient]].sum()):
+        if area[i] and (patient not in best or area[i] > area[best[patient]]):
             best[patient] = i
-    picks = sorted(best.values(), key=lambda i: -int(y[i].sum()))[:count] or list(range(min(count, len(index))))
-    rows = [[(x[i, :, :, 1], None), (x[i, :, :, 1], y[i]), (x[i, :, :, 1], (probabilities[i] > 0.5))] for i in picks]
+    picks = sorted(best.values(), key=lambda i: -int(area[i]))[:count] or list(range(min(count, len(index))))
+    x, y = index.gather(np.asarray(picks, dtype=np.int64))
+    rows = [[(x[k, :, :, 1], None), (x[k, :, :, 1], y[k]), (x[k, :, :, 1], (probabilities[i] > 0.5))]
+            for k, i in enumerate(picks)]
     plot_image_grid(rows, ["FLAIR", "ground truth", "prediction"], run.plots / "segmentation_overlay.png",
                     row_titles=[index.patients[i] for i in picks], synthetic=synthetic,
                     title="Paper 5 — residual U-Net on test slices (FLAIR channel)")

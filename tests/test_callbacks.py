@@ -228,3 +228,22 @@ def test_resumable_plateau_keeps_its_counters():
     _drive_stopper(fresh, model, [1.2])  # a fresh callback would not have reduced yet
     assert get_learning_rate(model) == pytest.approx(0.1)
     assert ResumableEarlyStopping().state()["best"] is None  # unset best is stored as null
+
+
+def test_plateau_callbacks_and_the_early_stopping_record():
+    from brats_keras.callbacks import early_stopping_record, plateau_callbacks
+
+    assert plateau_callbacks("val_loss") == [] and early_stopping_record([]) is None
+    reduce, stop = plateau_callbacks("val_accuracy", mode="max", reduce_factor=0.3, reduce_patience=2,
+                                     min_learning_rate=1e-6, stop_patience=5)
+    assert isinstance(reduce, ResumableReduceLROnPlateau) and isinstance(stop, ResumableEarlyStopping)
+    assert (reduce.factor, reduce.patience, reduce.min_lr, reduce.mode) == (0.3, 2, 1e-6, "max")
+    assert (stop.patience, stop.mode, stop.restore_best_weights) == (5, "max", True)
+    (only_stop,) = plateau_callbacks("val_loss", stop_patience=2)
+    model = tiny_model()
+    only_stop.set_model(model)
+    only_stop.on_train_begin()
+    for epoch, loss in enumerate([1.0, 0.5, 0.6, 0.7]):
+        only_stop.on_epoch_end(epoch, {"val_loss": loss})
+    assert early_stopping_record([reduce, only_stop]) == {"monitor": "val_loss", "patience": 2, "best_epoch": 2,
+                                                          "stopped_at": 4}

@@ -77,3 +77,32 @@ def test_a_corrupt_slice_is_skipped_and_the_index_serves_a_binary_channel(synthe
     assert x.shape == (6, 32, 32, 3) and y.shape == (6, 32, 32, 1) and y.dtype.name == "float32"
     assert set(np.unique(y.numpy())) <= {0.0, 1.0}
     assert index.patients == [s.patient for s in slices[:6]]
+
+
+@pytest.mark.filterwarnings("ignore:Corrupt EXIF data:UserWarning")  # PIL, on the truncated mask
+def test_an_edited_mask_rebuilds_the_cache_and_a_corrupt_mask_is_named(synthetic_set, tmp_path):
+    import shutil
+
+    copy = tmp_path / "lgg"
+    shutil.copytree(synthetic_set, copy)
+    slices, _ = discover_lgg(copy)
+    tumour = next(s for s in slices if read_lgg_slice(s)[1].any())
+    items = [tumour, *[s for s in slices if s is not tumour][:3]]
+    cache = LGGCache(size=32, cache_dir=tmp_path / "cache")
+    first = cache.index(items, progress=False)
+    assert first.targets()[0].any()
+    _tif(tumour.mask, np.zeros((64, 64), np.uint8))  # the annotation corrected to "no tumour"
+    second = cache.index(items, progress=False)
+    assert not second.targets()[0].any() and np.array_equal(second.targets()[1:], first.targets()[1:])
+    tumour.mask.write_bytes(b"II*\x00 truncated")
+    third = cache.index(items, progress=False)
+    assert len(third) == 3 and third.skipped[0]["path"] == str(tumour.mask.resolve())
+    assert "not a readable TIFF" in third.skipped[0]["problem"]
+
+
+def test_targets_are_the_masks_gather_serves(synthetic_set, tmp_path):
+    slices, _ = discover_lgg(synthetic_set)
+    index = LGGCache(size=32, cache_dir=tmp_path / "cache").index(slices[:8], progress=False)
+    picks = np.array([5, 0, 3])
+    assert np.array_equal(index.targets(picks), index.gather(picks)[1])
+    assert np.array_equal(index.targets(), index.gather(np.arange(8))[1])

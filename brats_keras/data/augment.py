@@ -348,6 +348,19 @@ def augment_images(x: tf.Tensor, seeds: tf.Tensor, settings: AugmentSettings) ->
     return augment_batch(x, tf.zeros_like(x[..., 0], dtype=tf.uint8), seeds, settings)[0]
 
 
+def check_augment(augment, x_shape: tuple, y_shape: tuple) -> bool:
+    """Whether a pipeline over samples ``x_shape`` / ``y_shape`` augments with ``augment`` (an
+    :class:`AugmentSettings` or ``None``); raises for another type or samples it cannot augment
+    (2D images ``(H, W, C)`` with ``(H, W)`` masks or ``()`` per-image labels)."""
+    if augment is not None and not isinstance(augment, AugmentSettings):
+        raise TypeError(f"augment: expected AugmentSettings or None, got {type(augment).__name__}")
+    augmenting = augment is not None and augment.enabled
+    if augmenting and (len(x_shape) != 3 or len(y_shape) not in (0, 2)):
+        raise ValueError(f"augment: needs 2D samples (H, W, C) with (H, W) masks or per-image labels, got "
+                         f"{tuple(x_shape)} / {tuple(y_shape)}")
+    return augmenting
+
+
 def augment_seeds(seed: int) -> tf.data.Dataset:
     """An endless dataset of per-sample seeds ``(2,)`` int64 for :func:`augment_batch`: zip it with the
     (shuffled, not yet batched) sample dataset, then batch both. A different stream every epoch

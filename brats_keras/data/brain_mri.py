@@ -152,7 +152,7 @@ class BrainMRIIndex(PreparedIndex):
     def __init__(self, arrays):
         super().__init__(arrays, num_classes=len(CLASSES), x_scale=1.0 / 255.0)
         self.skipped = list(arrays.skipped)
-        self.labels = self.gather(np.arange(len(self)))[1] if len(self) else np.zeros(0, np.uint8)
+        self.labels = self.targets()
 
 
 # ---------------------------------------------------------------------------------------- synthetic

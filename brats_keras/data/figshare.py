@@ -904,13 +904,13 @@ def _synthesize_slices(rng: np.random.Generator, label: int, slices, size, *, pi
 
         mask = np.zeros((size, size), np.uint8)
         if lesion is not None:
+            drawn = np.zeros((size, size), bool)
             # The tumour, evaluated at full resolution in the square around its projection.
             rel = lesion_scanner - origin
             c0, r0 = rel @ u / pixel + (size - 1) / 2, rel @ v / pixel + (size - 1) / 2
             half = lesion.reach_mm / pixel + 2
             r_lo, r_hi = int(np.clip(np.floor(r0 - half), 0, size)), int(np.clip(np.ceil(r0 + half) + 1, 0, size))
             c_lo, c_hi = int(np.clip(np.floor(c0 - half), 0, size)), int(np.clip(np.ceil(c0 + half) + 1, 0, size))
-            mask = np.zeros((size, size), bool)
             if r_hi > r_lo and c_hi > c_lo:
                 rows = np.arange(r_lo, r_hi) - (size - 1) / 2
                 cols = np.arange(c_lo, c_hi) - (size - 1) / 2
@@ -924,9 +924,9 @@ def _synthesize_slices(rng: np.random.Generator, label: int, slices, size, *, pi
                 image[r_lo:r_hi, c_lo:c_hi] = patch.reshape(r_hi - r_lo, c_hi - c_lo)
                 patch_mask = np.zeros(near.shape, bool)
                 patch_mask[near] = inside
-                mask[r_lo:r_hi, c_lo:c_hi] = patch_mask.reshape(r_hi - r_lo, c_hi - c_lo)
+                drawn[r_lo:r_hi, c_lo:c_hi] = patch_mask.reshape(r_hi - r_lo, c_hi - c_lo)
             fallback = (int(np.clip(round(r0), 0, size - 1)), int(np.clip(round(c0), 0, size - 1)))
-            mask = _clean_mask(mask, fallback)
+            mask = _clean_mask(drawn, fallback)
 
         # Bias field, Rician noise (magnitude of a complex signal with Gaussian noise), contrast level.
         image *= bias
@@ -1101,16 +1101,35 @@ def prepare_figshare_slice(slice_: FigshareSlice, settings: FigshareSettings) ->
 @dataclass(frozen=True)
 class FigshareArrays:
     """Prepared arrays on disk (:meth:`FigshareCache.ensure`): ``x_path`` (N, S, S, 1) float32,
-    ``y_path`` (N, S, S) uint8, and per item its source file, patient id and tumour class."""
+    ``y_path`` (N, S, S) uint8, and per item its source file, patient id and tumour class (all read
+    from the :class:`~brats_keras.data.prepared.PreparedArrays` record)."""
 
-    folder: Path
-    x_path: Path
-    y_path: Path
-    paths: tuple[Path, ...]
-    pids: tuple[str, ...]
-    labels: tuple[int, ...]
+    prepared: PreparedArrays
     settings: FigshareSettings
-    prepared: PreparedArrays | None = None
+
+    @property
+    def folder(self) -> Path:
+        return self.prepared.folder
+
+    @property
+    def x_path(self) -> Path:
+        return self.prepared.arrays["x"]
+
+    @property
+    def y_path(self) -> Path:
+        return self.prepared.arrays["y"]
+
+    @property
+    def paths(self) -> tuple[Path, ...]:
+        return self.prepared.paths
+
+    @property
+    def pids(self) -> tuple[str, ...]:
+        return tuple(r["pid"] for r in self.prepared.records)
+
+    @property
+    def labels(self) -> tuple[int, ...]:
+        return tuple(int(r["label"]) for r in self.prepared.records)
 
 
 class FigshareCache:
@@ -1138,11 +1157,7 @@ class FigshareCache:
         return {"x": x, "y": y}, {"pid": slice_.pid, "label": slice_.label}
 
     def _arrays(self, prepared: PreparedArrays | None) -> FigshareArrays | None:
-        if prepared is None:
-            return None
-        return FigshareArrays(prepared.folder, prepared.arrays["x"], prepared.arrays["y"], prepared.paths,
-                              tuple(r["pid"] for r in prepared.records),
-                              tuple(int(r["label"]) for r in prepared.records), self.settings, prepared)
+        return None if prepared is None else FigshareArrays(prepared, self.settings)
 
     def folder(self, paths: Sequence[Path]) -> Path:
         return self._cache.folder(paths)

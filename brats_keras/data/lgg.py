@@ -44,6 +44,15 @@ class LGGSlice:
     patient: str
     number: int
 
+    @classmethod
+    def of(cls, image: Path, mask: Path) -> LGGSlice:
+        """The slice of an image file and its mask: the patient is the image's folder, the number the
+        ``_<k>`` of its name (the release's naming, as :func:`discover_lgg` reads it)."""
+        m = _IMAGE.match(Path(image).name)
+        if m is None:
+            raise DataError("not an LGG slice name (<patient>_<k>.tif)", path=image)
+        return cls(Path(image), Path(mask), Path(image).parent.name, int(m.group("k")))
+
 
 def discover_lgg(root) -> tuple[list[LGGSlice], list[dict]]:
     """Every ``<patient>/<patient>_<k>.tif`` with its ``_mask.tif`` below ``root`` (the folder holding
@@ -76,7 +85,7 @@ def discover_lgg(root) -> tuple[list[LGGSlice], list[dict]]:
         elif key not in images:
             problems.append({"path": str(masks[key]), "problem": "a mask without its image"})
         else:
-            slices.append(LGGSlice(images[key], masks[key], key[0].name, key[1]))
+            slices.append(LGGSlice.of(images[key], masks[key]))
     if not slices:
         raise DataError("no LGG image/mask pairs (<patient>/<patient>_<k>.tif + <patient>_<k>_mask.tif) below "
                         "this folder", path=root)
@@ -132,21 +141,20 @@ class LGGCache:
 
     def __init__(self, size: int = LGG_SIZE, cache_dir=None, workers: int = 2):
         self.size = int(size)
-        self._items: dict[Path, LGGSlice] = {}
         self._cache = PreparedArrayCache(
             "lgg", {"size": self.size}, {"x": ((self.size, self.size, 3), np.uint8), "y": ((self.size, self.size), np.uint8)},
             self._decode, root=cache_dir, on_error="skip", workers=workers, desc="preparing LGG slices")
 
-    def _decode(self, path: Path):
-        item = self._items[path]
+    def _decode(self, files: tuple[Path, Path]):
+        item = LGGSlice.of(*files)
         image, mask = read_lgg_slice(item)
         return ({"x": _resize(image, self.size, nearest=False), "y": _resize(mask, self.size, nearest=True)},
                 {"patient": item.patient, "number": item.number, "mask": str(item.mask)})
 
     def index(self, items: Sequence[LGGSlice], *, progress: bool = True) -> LGGIndex:
-        paths = [Path(it.image).resolve() for it in items]
-        self._items = dict(zip(paths, items))
-        return LGGIndex(self._cache.ensure(paths, progress=progress))
+        """:class:`LGGIndex` over ``items``, each row decoded from its image and mask (both files are
+        fingerprinted: an edited mask rebuilds the set)."""
+        return LGGIndex(self._cache.ensure([(it.image, it.mask) for it in items], progress=progress))
 
 
 class LGGIndex(PreparedIndex):

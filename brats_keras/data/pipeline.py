@@ -12,7 +12,7 @@ from typing import Protocol
 import numpy as np
 import tensorflow as tf
 
-from brats_keras.data.augment import AugmentSettings, augment_batch, augment_images, augment_seeds
+from brats_keras.data.augment import AugmentSettings, augment_batch, augment_images, augment_seeds, check_augment
 
 
 class ArrayIndex(Protocol):
@@ -52,12 +52,7 @@ def make_dataset(
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if augment is not None and not isinstance(augment, AugmentSettings):
-        raise TypeError(f"augment: expected AugmentSettings or None, got {type(augment).__name__}")
-    augmenting = augment is not None and augment.enabled
-    if augmenting and (len(index.x_shape) != 3 or len(index.y_shape) not in (0, 2)):
-        raise ValueError(f"augment: needs 2D samples (H, W, C) with (H, W) masks or per-image labels, got "
-                         f"{index.x_shape} / {index.y_shape}")
+    augmenting = check_augment(augment, index.x_shape, index.y_shape)
     n = len(index)
     ds = tf.data.Dataset.range(n)
     if shuffle:

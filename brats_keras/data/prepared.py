@@ -2,11 +2,13 @@
 
 The figshare slices (paper 4), the brain-tumour MRI image folders and the LGG ``.tif`` slices
 (paper 5) are small files read once and served many times. :class:`PreparedArrayCache` decodes a
-list of files into ``<cache>/<kind>/<key>/<name>.npy`` (one row per file, written through memory maps
-to temporary files and moved into place) plus ``meta.json``, written last: the record of each
-source's size and mtime, each row's extra values (a patient id, a class) and the files that could
-not be decoded. ``<key>`` hashes the settings and the resolved file list, so other settings or
-another list use another folder; a changed, added or removed file rebuilds the set.
+list of sources into ``<cache>/<kind>/<key>/<name>.npy`` (one row per source, written through
+memory maps to temporary files and moved into place) plus ``meta.json``, written last: the record of
+each file's size and mtime, each row's extra values (a patient id, a class) and the sources that
+could not be decoded. A source is one file, or a tuple of files that make one row together (an LGG
+image and its mask); every file of it is fingerprinted. ``<key>`` hashes the settings and the
+resolved sources, so other settings or another list use another folder; a changed, added or removed
+file rebuilds the set.
 
 A file that fails to decode either stops the build with its :class:`~brats_keras.errors.DataError`
 (``on_error="raise"``: figshare) or is reported and left out (``on_error="skip"``: paper 5's image
@@ -20,24 +22,37 @@ import json
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence, Union
 
 import numpy as np
 
 from brats_keras.errors import DataError
 
 ON_ERROR = ("raise", "skip")
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 
-Decoder = Callable[[Path], tuple[Mapping[str, np.ndarray], Mapping[str, Any]]]
-"""``decode(path) → ({array name: row}, {record field: JSON value})``; raises ``DataError`` for a bad file."""
+Source = Union[Path, tuple[Path, ...]]
+"""One row's files: a path, or a tuple of paths decoded together."""
+Decoder = Callable[[Source], tuple[Mapping[str, np.ndarray], Mapping[str, Any]]]
+"""``decode(source) → ({array name: row}, {record field: JSON value})``, ``source`` resolved and as
+given (a path or a tuple of paths); raises ``DataError`` for a bad file."""
+
+
+def _resolve(sources: Sequence) -> list[Source]:
+    return [tuple(Path(p).resolve() for p in s) if isinstance(s, (tuple, list)) else Path(s).resolve()
+            for s in sources]
+
+
+def _files(source: Source) -> tuple[Path, ...]:
+    return source if isinstance(source, tuple) else (source,)
 
 
 @dataclass(frozen=True)
 class PreparedArrays:
-    """A built (or found) set: ``arrays[name]`` is an ``.npy`` file with one row per source in
-    ``paths``; ``rows`` are the rows that hold a decoded file, ``records[i]`` the extra values of
-    ``rows[i]``; ``skipped`` lists ``{"path", "problem"}`` of the files left out."""
+    """A built (or found) set: ``arrays[name]`` is an ``.npy`` file with one row per source;
+    ``paths`` holds each source's (first) file; ``rows`` are the rows that hold a decoded source,
+    ``records[i]`` the extra values of ``rows[i]``; ``skipped`` lists ``{"path", "problem"}`` of the
+    sources left out."""
 
     folder: Path
     arrays: dict[str, Path]
@@ -86,48 +101,51 @@ class PreparedArrayCache:
         self.decode, self.on_error, self.workers, self.desc = decode, on_error, int(workers), desc
         self.root = Path(root) if root is not None else default_cache_dir()
 
-    def folder(self, paths: Sequence[Path]) -> Path:
+    def folder(self, sources: Sequence) -> Path:
         payload = json.dumps({"version": FORMAT_VERSION, "kind": self.kind, "settings": self.settings,
-                              "files": [str(p) for p in paths]}, sort_keys=True)
+                              "files": [[str(p) for p in _files(s)] for s in _resolve(sources)]}, sort_keys=True)
         return self.root / self.kind / hashlib.sha1(payload.encode()).hexdigest()[:16]
 
-    def lookup(self, paths: Sequence) -> PreparedArrays | None:
-        """The prepared arrays of ``paths`` if they exist and every source is unchanged."""
-        paths = [Path(p).resolve() for p in paths]
-        return self._fresh(self.folder(paths), paths, fingerprint(paths))
+    def lookup(self, sources: Sequence) -> PreparedArrays | None:
+        """The prepared arrays of ``sources`` if they exist and every file is unchanged."""
+        sources = _resolve(sources)
+        return self._fresh(self.folder(sources), sources, self._fingerprint(sources))
 
-    def _fresh(self, folder: Path, paths: list[Path], sources: list[list]) -> PreparedArrays | None:
+    @staticmethod
+    def _fingerprint(sources: list[Source]) -> list[list]:
+        return [fingerprint(_files(s)) for s in sources]
+
+    def _fresh(self, folder: Path, sources: list[Source], stats: list[list]) -> PreparedArrays | None:
         from brats_keras.io_utils import read_json_or_none
 
         meta = read_json_or_none(folder / "meta.json")
         arrays = {name: folder / f"{name}.npy" for name in self.specs}
-        if not meta or meta.get("sources") != sources or not all(p.is_file() for p in arrays.values()):
+        if not meta or meta.get("sources") != stats or not all(p.is_file() for p in arrays.values()):
             return None
-        return PreparedArrays(folder, arrays, tuple(paths), tuple(meta["rows"]), tuple(meta["records"]),
-                              tuple(meta["skipped"]))
+        return PreparedArrays(folder, arrays, tuple(_files(s)[0] for s in sources), tuple(meta["rows"]),
+                              tuple(meta["records"]), tuple(meta["skipped"]))
 
-    def ensure(self, paths: Sequence, *, progress: bool = True) -> PreparedArrays:
-        """Prepared arrays for ``paths`` (in order), decoding the files only when the set is missing
+    def ensure(self, sources: Sequence, *, progress: bool = True) -> PreparedArrays:
+        """Prepared arrays for ``sources`` (in order), decoding them only when the set is missing
         or stale. With ``on_error="raise"`` a bad file raises its ``DataError`` and nothing
-        half-written is left behind; no paths give empty arrays."""
+        half-written is left behind; no sources give empty arrays."""
         from brats_keras.io_utils import atomic_write_json
 
-        paths = [Path(p).resolve() for p in paths]
-        sources = fingerprint(paths)
-        folder = self.folder(paths)
-        fresh = self._fresh(folder, paths, sources)
+        sources = _resolve(sources)
+        stats = self._fingerprint(sources)
+        folder = self.folder(sources)
+        fresh = self._fresh(folder, sources, stats)
         if fresh is not None:
             return fresh
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "meta.json").unlink(missing_ok=True)
-        rows, records, skipped = self._build(folder, paths, progress)
+        rows, records, skipped = self._build(folder, sources, progress)
         # The record is written last: it is what marks the arrays valid.
-        atomic_write_json(folder / "meta.json", {"kind": self.kind, "settings": self.settings, "sources": sources,
+        atomic_write_json(folder / "meta.json", {"kind": self.kind, "settings": self.settings, "sources": stats,
                                                  "rows": rows, "records": records, "skipped": skipped})
-        return PreparedArrays(folder, {name: folder / f"{name}.npy" for name in self.specs}, tuple(paths),
-                              tuple(rows), tuple(records), tuple(skipped))
+        return self._fresh(folder, sources, stats)
 
-    def _build(self, folder: Path, paths: list[Path], progress: bool) -> tuple[list[int], list[dict], list[dict]]:
+    def _build(self, folder: Path, paths: list[Source], progress: bool) -> tuple[list[int], list[dict], list[dict]]:
         from contextlib import ExitStack
 
         from tqdm.auto import tqdm
@@ -148,24 +166,25 @@ class PreparedArrayCache:
             pool = stack.enter_context(ThreadPoolExecutor(max_workers=self.workers))
             bar = stack.enter_context(tqdm(total=len(paths), desc=self.desc, unit="file", disable=not progress))
 
-            def one(path):
+            def one(source):
                 try:
-                    return self.decode(path), None
+                    return self.decode(source), None
                 except DataError as exc:
                     if self.on_error == "raise":
                         raise
-                    return None, exc.problem  # the path is the record's own field
+                    return None, exc
 
-            for i, (result, problem) in enumerate(pool.map(one, paths)):
+            for i, (result, error) in enumerate(pool.map(one, paths)):
                 bar.update(1)
-                if result is None:
-                    skipped.append({"path": str(paths[i]), "problem": problem})
+                if result is None:  # the file the error names (an LGG mask, say), else the source's first
+                    skipped.append({"path": error.path or str(_files(paths[i])[0]), "problem": error.problem})
                     continue
                 values, record = result
                 for name, (shape, _) in self.specs.items():
                     value = np.asarray(values[name])
                     if value.shape != shape:
-                        raise DataError(f"prepared {name} has shape {value.shape}, expected {shape}", path=paths[i])
+                        raise DataError(f"prepared {name} has shape {value.shape}, expected {shape}",
+                                        path=_files(paths[i])[0])
                     out[name][i] = value
                 rows.append(i)
                 records.append(dict(record))
@@ -207,6 +226,11 @@ class PreparedIndex:
         if self._scale != 1:
             x *= self._scale
         return x, np.asarray(self._y[rows], dtype=np.uint8)
+
+    def targets(self, indices=None) -> np.ndarray:
+        """``y`` (uint8) of ``indices`` (every item by default) without reading the images."""
+        rows = self._rows if indices is None else self._rows[np.asarray(indices, dtype=np.int64).reshape(-1)]
+        return np.asarray(self._y[rows], dtype=np.uint8)
 
     def field(self, name: str) -> list:
         """``records[i][name]`` for every item."""

@@ -8,7 +8,7 @@ import math
 import keras
 import numpy as np
 
-from brats_keras.data.augment import AugmentSettings, augment_batch_numpy
+from brats_keras.data.augment import AugmentSettings, augment_batch_numpy, check_augment
 from brats_keras.data.pipeline import ArrayIndex
 
 
@@ -37,17 +37,13 @@ class IndexPyDataset(keras.utils.PyDataset):
         super().__init__(**kwargs)
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if augment is not None and not isinstance(augment, AugmentSettings):
-            raise TypeError(f"augment: expected AugmentSettings or None, got {type(augment).__name__}")
-        if augment is not None and augment.enabled and (len(index.x_shape) != 3 or len(index.y_shape) not in (0, 2)):
-            raise ValueError(f"augment: needs 2D samples (H, W, C) with (H, W) masks or per-image labels, got "
-                             f"{index.x_shape} / {index.y_shape}")
-        if augment is not None and augment.enabled and seed < 0:
+        augmenting = check_augment(augment, index.x_shape, index.y_shape)
+        if augmenting and seed < 0:
             raise ValueError(f"seed: must be >= 0 with augment (numpy SeedSequence), got {seed}")
         self.index = index
         self.batch_size = batch_size
         self.shuffle = shuffle
-        self.augment = augment if augment is not None and augment.enabled else None
+        self.augment = augment if augmenting else None
         self._seed = seed
         self._epoch = 0
         self._rng = np.random.default_rng(seed)
