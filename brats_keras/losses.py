@@ -458,3 +458,32 @@ class BCEDiceLoss(keras.losses.Loss):
     def get_config(self):
         return {**super().get_config(), "bce_weight": self.bce_weight, "dice_weight": self.dice_weight,
                 "smooth": self.dice.smooth, "per_image": self.dice.per_image}
+
+
+LOSSES = {
+    "dice": DiceLoss,
+    "categorical_focal": CategoricalFocalLoss,
+    "binary_focal": BinaryFocalLoss,
+    "dice_focal": DiceFocalLoss,
+    "bce_dice": BCEDiceLoss,
+}
+"""The losses a config names (``LossConfig(name, options)``), beside Keras' own by their names."""
+KERAS_LOSSES = ("categorical_crossentropy", "binary_crossentropy")
+"""Keras losses a config may name; ``model.compile`` resolves them."""
+
+
+def make_loss(name: str, options: dict | None = None):
+    """The loss ``name`` with keyword arguments ``options``: an instance of one of :data:`LOSSES`, or the
+    Keras name of :data:`KERAS_LOSSES` (which takes no options). Raises ``ValueError`` naming a loss or an
+    argument it does not know."""
+    options = dict(options or {})
+    if name in KERAS_LOSSES:
+        if options:
+            raise ValueError(f"loss {name!r} takes no options, got {sorted(options)}")
+        return name
+    if name not in LOSSES:
+        raise ValueError(f"unknown loss {name!r}; known: {', '.join(sorted([*LOSSES, *KERAS_LOSSES]))}")
+    try:
+        return LOSSES[name](**options)
+    except TypeError as exc:
+        raise ValueError(f"loss {name!r}: {exc}") from None

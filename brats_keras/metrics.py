@@ -311,7 +311,7 @@ class IoUScore(_PerClassMetric):
     """
 
     def __init__(self, threshold: float | None = 0.5, class_ids=None, num_classes=None, smooth: float = SMOOTH,
-                 name: str = "iou_score", dtype=None):
+                 name: str = "iou", dtype=None):
         threshold = _check_threshold(threshold, allow_none=True)
         super().__init__(class_ids=class_ids, num_classes=num_classes,
                          prediction="soft" if threshold is None else "threshold", threshold=threshold,
@@ -483,3 +483,32 @@ class Specificity(_ForegroundMetric):
 
     def result(self):
         return _ratio(self.true_negatives, self.true_negatives + self.false_positives, self.smooth)
+
+
+METRICS = {
+    "dice": DiceScore,
+    "iou": IoUScore,
+    "mean_iou": MeanIoU,
+    "region_dice": RegionDice,
+    "precision": Precision,
+    "sensitivity": Sensitivity,
+    "specificity": Specificity,
+}
+"""The in-graph metrics a config names (``MetricConfig(name, options)``), beside Keras' ``"accuracy"``."""
+
+
+def make_metric(name: str, options: dict | None = None):
+    """The metric ``name`` with keyword arguments ``options``: an instance of one of :data:`METRICS`, or
+    ``"accuracy"`` (Keras picks categorical or binary accuracy from the loss; no options). Raises
+    ``ValueError`` naming a metric or an argument it does not know."""
+    options = dict(options or {})
+    if name == "accuracy":
+        if options:
+            raise ValueError(f"metric 'accuracy' takes no options, got {sorted(options)}")
+        return name
+    if name not in METRICS:
+        raise ValueError(f"unknown metric {name!r}; known: accuracy, {', '.join(sorted(METRICS))}")
+    try:
+        return METRICS[name](**options)
+    except TypeError as exc:
+        raise ValueError(f"metric {name!r}: {exc}") from None

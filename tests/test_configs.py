@@ -80,7 +80,10 @@ def test_paper3_profiles_and_variants():
     import dataclasses
 
     from brats_keras.callbacks import DwellLearningRate
-    from brats_keras.configs.paper3 import Paper3Data, Paper3Train, paper3_config
+    from brats_keras.configs.base import make_loss, make_metrics
+    from brats_keras.configs.paper3 import Paper3Data, paper3_config
+    from brats_keras.losses import DiceLoss
+    from brats_keras.metrics import DiceScore
 
     paper, quick = paper3_config(), paper3_config(quick=True)
     assert paper.model.name == quick.model.name == "unet2d_multimodal"
@@ -94,11 +97,14 @@ def test_paper3_profiles_and_variants():
     callback = DwellLearningRate(**paper.train.dwell.callback_kwargs(), verbose=False)
     assert callback.dwell and callback.patience == 1 and callback.factor == 0.5
     saved = json.loads(json.dumps(config_to_dict(paper)))
-    assert saved["train"]["dwell"]["dwell"] is True and saved["train"]["dice_classes"] == [1, 2, 3]
+    assert saved["train"]["dwell"]["dwell"] is True
+    assert saved["train"]["loss"] == {"name": "dice", "options": {"class_ids": [1, 2, 3]}}
     with pytest.raises(ValueError, match="variant"):
         paper.data.slices_for("both")
-    with pytest.raises(ValueError, match="dice_classes"):
-        Paper3Train(epochs=1, batch_size=1, dice_classes=(4,))
+    loss = make_loss(paper.train.loss)
+    assert isinstance(loss, DiceLoss) and loss.get_config()["class_ids"] == [1, 2, 3]
+    dice = make_metrics(paper.train.metrics)[1]
+    assert isinstance(dice, DiceScore) and dice.name == "soft_dice" and dice.get_config()["soft"] is True
     with pytest.raises(ValueError, match="raw_normalization"):
         Paper3Data(raw_normalization="minmax")
     with pytest.raises(ValueError, match="must all be corrected"):
@@ -127,3 +133,25 @@ def test_paper4_profiles_follow_table1():
         Paper4Data(size=100)
     with pytest.raises(ValueError, match="reduce_factor"):
         ScheduleSettings(reduce_factor=1.5)
+
+
+def test_losses_and_metrics_by_name_in_the_config():
+    from brats_keras.configs.base import LossConfig, MetricConfig, make_loss, make_metrics
+    from brats_keras.losses import DiceFocalLoss
+    from brats_keras.metrics import IoUScore, RegionDice
+
+    loss = make_loss(LossConfig("dice_focal", {"class_weights": [0.25] * 4, "focal_weight": 1.0}))
+    assert isinstance(loss, DiceFocalLoss) and loss.get_config()["class_weights"] == [0.25] * 4
+    assert make_loss(LossConfig("categorical_crossentropy")) == "categorical_crossentropy"
+    built = make_metrics((MetricConfig("accuracy"), MetricConfig("region_dice", {"region": "TC"}),
+                          MetricConfig("iou", {"threshold": 0.5, "num_classes": 4, "name": "iou"})))
+    assert built[0] == "accuracy" and isinstance(built[1], RegionDice) and built[1].name == "dice_tc"
+    assert isinstance(built[2], IoUScore) and built[2].name == "iou" and built[2].threshold == 0.5
+    with pytest.raises(ValueError, match="unknown name 'dice_bce'; known: bce_dice, "):
+        LossConfig("dice_bce")
+    with pytest.raises(ValueError, match="unknown name 'f2'"):
+        MetricConfig("f2")
+    with pytest.raises(ValueError, match="loss 'dice': .*unexpected keyword argument 'weight'"):
+        make_loss(LossConfig("dice", {"weight": 2}))
+    with pytest.raises(ValueError, match="metric 'accuracy' takes no options"):
+        make_metrics((MetricConfig("accuracy", {"name": "acc"}),))

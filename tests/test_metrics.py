@@ -325,7 +325,7 @@ def test_default_names_identify_class_and_region():
     assert [m.name for m in (DiceScore(class_ids=3), DiceScore(num_classes=4), RegionDice("et"),
                              Precision("TC"), Sensitivity([1, 2]), Specificity(), IoUScore(num_classes=2),
                              MeanIoU(2))] == \
-        ["dice_3", "dice", "dice_et", "precision_tc", "sensitivity_1_2", "specificity", "iou_score", "mean_iou"]
+        ["dice_3", "dice", "dice_et", "precision_tc", "sensitivity_1_2", "specificity", "iou", "mean_iou"]
 
 
 # ----------------------------------------------------------------------------------------------

@@ -4,13 +4,13 @@ a forced worse epoch makes the dwell callback put the best weights back."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import keras
 import numpy as np
 import pytest
 
+from experiments import paper3_unet_dwell
 from tests.helpers import REPO, history_epochs, predict_and_evaluate, run_experiment
 
 SCRIPT = REPO / "experiments" / "paper3_unet_dwell.py"
@@ -37,9 +37,9 @@ def test_tiny_run_trains_both_variants_and_writes_every_output(synthetic_brats, 
         data = (out / "plots" / png).read_bytes()
         assert data[:8] == PNG and len(data) > 5000, png
     results = json.loads((out / "results.json").read_text())
-    assert set(results["runs"]) == {"preprocessed", "raw"} and results["skipped_cases"] == {}
+    assert set(results["models"]) == {"preprocessed", "raw"} and results["skipped_cases"] == {}
     split = json.loads((out / "split.json").read_text())
-    for variant, entry in results["runs"].items():
+    for variant, entry in results["models"].items():
         sub = out / variant
         assert (sub / "model.keras").is_file() and (sub / "saved_model" / "saved_model.pb").is_file()
         assert history_epochs(sub / "history.csv") == [0, 1]
@@ -51,7 +51,7 @@ def test_tiny_run_trains_both_variants_and_writes_every_output(synthetic_brats, 
         spec = json.loads((sub / "inference.json").read_text())
         assert spec["slices"]["modalities"] == ["t1", "t1ce", "t2", "flair"] and spec["slices"]["size"] == 32
         assert (spec["correction"] is not None) == (variant == "preprocessed")
-    assert results["runs"]["raw"]["dwell_rows"][0]["val_loss"] != results["runs"]["preprocessed"]["dwell_rows"][0]["val_loss"]
+    assert results["models"]["raw"]["dwell_rows"][0]["val_loss"] != results["models"]["preprocessed"]["dwell_rows"][0]["val_loss"]
 
     table = (out / "table.md").read_text()
     assert "Ablation" in table and "with pre-processing" in table and "without pre-processing" in table
@@ -64,19 +64,12 @@ def test_tiny_run_trains_both_variants_and_writes_every_output(synthetic_brats, 
     assert len(predicted) == 6 * 3 and all(r["status"] == "ok" for r in predicted)
 
 
-def _load_experiment():
-    spec = importlib.util.spec_from_file_location("paper3_unet_dwell_under_test", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.slow
 def test_a_forced_worse_epoch_restores_the_best_weights(synthetic_brats, tmp_path, monkeypatch):
     """Epoch 2 is made to end worse than epoch 1 (its logged accuracy and validation loss are
     overwritten before the callback reads them); the callback must put epoch 1's weights back, halve
     the learning rate, and the exported model must hold the best epoch's weights."""
-    experiment = _load_experiment()
+    experiment = paper3_unet_dwell  # the script, imported (it is a module of the experiments package)
     weights_after: dict[int, list[np.ndarray]] = {}
 
     class ForcedWorseEpoch(experiment.DwellLearningRate):
@@ -93,7 +86,7 @@ def test_a_forced_worse_epoch_restores_the_best_weights(synthetic_brats, tmp_pat
     assert experiment.main(["--data-dir", str(synthetic_brats), "--out", str(out), "--corrected-dir",
                             str(tmp_path / "corrected"), "--preprocess-only", *args]) == 0
 
-    entry = json.loads((out / "results.json").read_text())["runs"]["preprocessed"]
+    entry = json.loads((out / "results.json").read_text())["models"]["preprocessed"]
     rows = entry["dwell_rows"]
     assert [row["restored"] for row in rows][:2] == [False, True] and 2 in entry["restored_epochs"]
     assert rows[1]["next_lr"] == pytest.approx(rows[1]["lr"] * 0.5) and rows[2]["lr"] == pytest.approx(rows[1]["next_lr"])

@@ -9,6 +9,7 @@ import json
 import pytest
 
 from brats_keras.data.figshare import FIGSHARE_LABELS, read_figshare_metas, write_figshare_dataset
+from brats_keras.papers import paper4
 from tests.helpers import REPO, history_epochs, run_experiment
 
 SCRIPT = REPO / "experiments" / "paper4_lstm_effunet.py"
@@ -52,8 +53,8 @@ def test_tiny_run_of_three_models_writes_every_output(figshare_set, tmp_path):
 
     results = json.loads((out / "results.json").read_text())
     assert results["synthetic"] is True and results["encoder_weights"] == "random"
-    assert set(results["runs"]) == set(RUNS)
-    for key, entry in results["runs"].items():
+    assert set(results["models"]) == set(RUNS)
+    for key, entry in results["models"].items():
         sub = out / key
         assert (sub / "model.keras").is_file() and (sub / "saved_model" / "saved_model.pb").is_file(), key
         assert history_epochs(sub / "history.csv") == [0, 1] and entry["epochs_run"] == 2
@@ -97,7 +98,7 @@ def test_resume_continues_the_same_run(figshare_set, tmp_path):
     assert history_epochs(out / "unet" / "history.csv") == [0, 1]
     assert (out / "split.json").read_text() == split
     results = json.loads((out / "results.json").read_text())
-    assert set(results["runs"]) == {"unet"} and results["runs"]["unet"]["epochs_run"] == 2
+    assert set(results["models"]) == {"unet"} and results["models"]["unet"]["epochs_run"] == 2
     assert "enhancer" not in results  # the LSTM stage is only trained for the proposed model
 
 
@@ -126,24 +127,15 @@ def test_help_documents_the_paper_defaults():
     proc = run_experiment(SCRIPT, "--help", cache=REPO / ".no-cache", timeout=120)
     assert proc.returncode == 0
     words = " ".join(proc.stdout.split())  # argparse wraps the help text
-    for text in ("paper: 500 — Table 1: 500 epochs", "paper: 8 — Table 1: batch size 8", "--models",
+    for text in ("paper profile: 500 — Table 1; quick profile:", "paper profile: 8 — Table 1", "--models",
                  "--encoder-weights", "--pretrain-epochs"):
         assert text in words, text
-
-
-def _experiment():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("paper4_lstm_effunet_under_test", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_test_slices_are_scored_at_their_source_resolution():
     import numpy as np
 
-    experiment = _experiment()
+    experiment = paper4
     probabilities = np.zeros((2, 4, 4), np.float32)
     probabilities[:, :2, :2] = 0.9  # the top-left quarter at the model's 4²
     truths = [np.zeros((8, 8), np.uint8), np.zeros((4, 4), np.uint8)]  # a 512²-like and a 256²-like source
@@ -160,7 +152,7 @@ def test_test_slices_are_scored_at_their_source_resolution():
 def test_figure_slices_are_one_per_patient_tumour_types_in_turn():
     import numpy as np
 
-    experiment = _experiment()
+    experiment = paper4
     sizes = [1, 5, 2, 9, 3, 3, 7]
     masks = [np.ones((2, 2)) * k for k in sizes]
     pids = ["a", "a", "b", "c", "d", "d", "e"]

@@ -47,7 +47,7 @@ def test_tiny_run_of_both_halves_writes_every_output(datasets, tmp_path):
         assert history_epochs(out / half / "history.csv") == [0, 1]
 
     results = json.loads((out / "results.json").read_text())
-    c, s = results["classify"], results["segment"]
+    c, s = results["models"]["classifier"], results["models"]["segmenter"]
     assert results["synthetic"] is True and c["skipped_count"] == 1 and c["base_frozen"] is False
     assert c["skipped_files"][0]["path"].endswith("Tr-gl_broken.jpg")
     cm = c["confusion_matrix"]
@@ -65,8 +65,19 @@ def test_tiny_run_of_both_halves_writes_every_output(datasets, tmp_path):
     # every file found is in the split (the broken one too: it is skipped when decoded, and counted)
     assert len(split["classify"]["train"]) + len(split["classify"]["val"]) + len(split["classify"]["test"]) == 4 * 8 + 1
 
+    # Table 1: the release folders as read (the broken file excluded) and this run's split, by class
+    release = c["release_counts"]
+    assert sum(release["Training"].values()) + sum(release["Testing"].values()) == 4 * 8
+    assert {part: sum(v.values()) for part, v in c["class_counts"].items()} == {
+        part: len(split["classify"][part]) - sum(p.endswith("Tr-gl_broken.jpg") for p in split["classify"][part])
+        for part in ("train", "val", "test")}
+    tumour = s["tumour_counts"]
+    assert sum(tumour["test"].values()) == t["slices"] and tumour["test"]["tumour present"] == t["tumour_slices"]
+
     table = (out / "table.md").read_text()
-    for text in ("Classification report", "0.9939", "Confusion matrix", "0.9977", "0.9981", "Audit: IoU ≤ Dice",
+    g = release["Training"]["glioma"]
+    assert f"| classification | glioma | {g} | 1321 |" in table  # measured beside the paper's Table 1
+    for text in ("Table 1 — images per class and split", "Classification report", "0.9939", "Confusion matrix", "0.9977", "0.9981", "Audit: IoU ≤ Dice",
                  "23 convolutional layers, 10 residual blocks", "random initialisation", "1 unreadable image files"):
         assert text in table, text
 
@@ -84,7 +95,7 @@ def test_one_half_alone_and_resume(datasets, tmp_path):
     assert resumed.returncode == 0, resumed.stderr[-4000:]
     assert history_epochs(out / "segmenter" / "history.csv") == [0, 1]
     assert json.loads((out / "split.json").read_text())["segment"] == split
-    assert set(json.loads((out / "results.json").read_text())) >= {"segment"}
+    assert set(json.loads((out / "results.json").read_text())["models"]) == {"segmenter"}
 
 
 def test_real_data_for_one_half_only_is_refused(datasets, tmp_path):
@@ -99,6 +110,6 @@ def test_help_documents_the_paper_defaults():
     proc = run_experiment(SCRIPT, "--help", cache=REPO / ".no-cache", timeout=120)
     words = " ".join(proc.stdout.split())
     assert proc.returncode == 0
-    for text in ("paper: 50 — Table 2: 50 epochs", "paper: 32 — Table 2: batch size 32", "--task", "--lgg-dir",
+    for text in ("paper profile: 50 — Table 2 (classifier)", "paper profile: 32 — Table 2 (classifier)", "--task", "--lgg-dir",
                  "--split", "--encoder-weights"):
         assert text in words, text

@@ -13,7 +13,6 @@ import keras
 import numpy as np
 import pytest
 
-from brats_keras.experiment import Default, experiment_parser, resolve_run
 from brats_keras.export import check_exports, export_model
 from brats_keras.training import RunDir, global_batch_size, inference_without_xla_on_cpu, select_strategy
 
@@ -125,23 +124,6 @@ def test_run_dir_layout_and_latest(tmp_path):
     run.checkpoint_model.write_bytes(b"x")
     run.checkpoint_state.write_text(json.dumps({"epochs_done": 3, "callbacks": {}}))
     assert RunDir.latest("paperX", root=tmp_path) == run and run.checkpoint_epochs() == 3
-
-
-def test_experiment_cli_contract(tmp_path, capsys):
-    parser = experiment_parser("paperX", "demo", epochs=Default(20, "Table 6.1"), batch_size=Default(32, "§6"))
-    with pytest.raises(SystemExit):
-        parser.parse_args(["--help"])
-    help_text = capsys.readouterr().out
-    for flag in ("--data-dir", "--out", "--epochs", "--batch-size", "--seed", "--strategy", "--resume", "--quick"):
-        assert flag in help_text
-    assert "paper: 20 — Table 6.1" in help_text and "paper: 32 — §6" in help_text
-    args = parser.parse_args(["--out", str(tmp_path / "r")])
-    run = resolve_run(args, "paperX")
-    assert args.quick is True and run.path == tmp_path / "r"
-    args = parser.parse_args(["--data-dir", "d", "--resume", str(tmp_path / "r")])
-    assert resolve_run(args, "paperX").path == tmp_path / "r" and args.quick is False
-    with pytest.raises(SystemExit):
-        parser.parse_args(["--epochs", "0"])
 
 
 def _tiny_model() -> keras.Model:

@@ -10,13 +10,18 @@ they come from; the resolved configuration is saved as ``config.json`` in the ru
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import keras
+import yaml
 
+from brats_keras import losses, metrics
 from brats_keras.io_utils import atomic_write_json
+from brats_keras.losses import KERAS_LOSSES, LOSSES
+from brats_keras.metrics import METRICS
 
 OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd")
 JIT_COMPILE_CHOICES = {"auto": "auto", "on": True, "off": False}
@@ -29,6 +34,33 @@ class ModelConfig:
 
     name: str
     options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class LossConfig:
+    """A loss by name with its keyword arguments: one of :data:`brats_keras.losses.LOSSES`
+    (``"dice_focal"``, ...) or a Keras name (``"categorical_crossentropy"``); :func:`make_loss` builds it."""
+
+    name: str = "categorical_crossentropy"
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.name not in (*LOSSES, *KERAS_LOSSES):
+            raise ValueError(f"loss: unknown name {self.name!r}; known: {', '.join(sorted([*LOSSES, *KERAS_LOSSES]))}")
+
+
+@dataclass
+class MetricConfig:
+    """An in-graph metric by name with its keyword arguments: one of :data:`brats_keras.metrics.METRICS`
+    or ``"accuracy"``; :func:`make_metrics` builds them. The metric's ``name`` option is its key in the
+    logs and ``history.csv`` (docs/engine.md, "Names of the measured quantities")."""
+
+    name: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.name not in ("accuracy", *METRICS):
+            raise ValueError(f"metric: unknown name {self.name!r}; known: accuracy, {', '.join(sorted(METRICS))}")
 
 
 @dataclass
@@ -50,6 +82,10 @@ class TrainConfig:
     """XLA compilation of the train step (``model.compile(jit_compile=...)``): ``"auto"`` is Keras'
     rule (XLA on accelerators, not on CPU); ``True`` also on CPU, where it lowers peak memory of
     large 3D models (docs/paper2.md) at some speed."""
+    loss: LossConfig = field(default_factory=LossConfig)
+    """The training loss (each paper's factory names its section)."""
+    metrics: tuple[MetricConfig, ...] = ()
+    """The in-graph metrics ``model.compile`` gets, in order."""
 
     def __post_init__(self):
         if self.epochs < 1 or self.batch_size < 1:
@@ -75,6 +111,10 @@ class ExperimentConfig:
     train: TrainConfig
     synthetic: bool = False
     """True when the run uses the synthetic stand-in data (reported in every output)."""
+    options: dict[str, Any] = field(default_factory=dict)
+    """The run's experiment-level choices that are not hyper-parameters (which models to train, the
+    cascade input, where encoder weights come from ...): the values of the experiment's own flags, so
+    ``--config`` of a saved ``config.json`` reproduces the run."""
 
 
 def config_to_dict(config: Any) -> Any:
@@ -91,14 +131,80 @@ def config_to_dict(config: Any) -> Any:
 
 
 def save_config(path: str | Path, config: Any) -> None:
+    """Write ``config`` as JSON (atomically); :func:`load_config` reads it back into the same dataclasses."""
     atomic_write_json(path, config_to_dict(config))
+
+
+def config_from_dict(template: Any, data: Any, where: str = "config") -> Any:
+    """``template`` (a config dataclass tree) with the values of ``data`` (plain JSON / YAML values).
+
+    Each key of ``data`` must name a field of the template's dataclass at that place (an unknown key
+    raises ``ValueError`` naming its dotted path); nested dataclasses are filled recursively, JSON
+    lists become tuples where the template holds a tuple, and missing keys keep the template's value.
+    Each dataclass is rebuilt with ``dataclasses.replace``, so its ``__post_init__`` checks the values.
+    ``config_from_dict(t, config_to_dict(c)) == c`` for every config ``c`` of ``t``'s shape (tested).
+    """
+    if dataclasses.is_dataclass(template) and not isinstance(template, type):
+        if not isinstance(data, dict):
+            raise ValueError(f"{where}: expected a mapping for {type(template).__name__}, got {data!r}")
+        names = {f.name for f in dataclasses.fields(template)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(f"{where}.{unknown[0]}: no such field in {type(template).__name__} "
+                             f"(fields: {', '.join(sorted(names))})")
+        changes = {k: config_from_dict(getattr(template, k), v, f"{where}.{k}") for k, v in data.items()}
+        try:
+            return dataclasses.replace(template, **changes)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{where}: {exc}") from None
+    if isinstance(template, tuple) and isinstance(data, (list, tuple)):
+        element = template[0] if template else None
+        return tuple(config_from_dict(element, v, f"{where}[{i}]") for i, v in enumerate(data))
+    return data
+
+
+def load_config(path: str | Path, template: Any) -> Any:
+    """A config from a JSON or YAML file (a run's ``config.json``, or one a user wrote), typed after
+    ``template`` (:func:`config_from_dict`). Raises ``ValueError`` naming the file and the problem."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read the config file ({exc.strerror or exc})") from None
+    try:
+        if path.suffix.lower() in (".yaml", ".yml"):
+            data = yaml.safe_load(text)
+        else:
+            data = json.loads(text)
+    except (ValueError, yaml.YAMLError) as exc:
+        raise ValueError(f"{path}: not valid {'YAML' if path.suffix.lower() in ('.yaml', '.yml') else 'JSON'}: "
+                         f"{str(exc).splitlines()[0]}") from None
+    try:
+        return config_from_dict(template, data)
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
+
+
+def get_path(config: Any, dotted: str) -> Any:
+    """The value at a dotted path of a config (``"train.epochs"``, ``"model.options.filters"``);
+    ``None`` where a mapping has no such key. Raises ``ValueError`` for an unknown dataclass field."""
+    obj = config
+    for name in dotted.split("."):
+        if isinstance(obj, dict):
+            obj = obj.get(name)
+        elif dataclasses.is_dataclass(obj) and name in {f.name for f in dataclasses.fields(obj)}:
+            obj = getattr(obj, name)
+        else:
+            raise ValueError(f"config path {dotted!r}: no field {name!r} in {type(obj).__name__}")
+    return obj
 
 
 def apply_overrides(config: Any, overrides: dict[str, Any]) -> Any:
     """A copy of ``config`` with dotted-path fields replaced, e.g. ``{"train.epochs": 3}``.
 
     ``None`` values are skipped (an unset command-line flag keeps the paper default). Unknown paths
-    raise ``ValueError`` naming the path.
+    raise ``ValueError`` naming the path; below a ``dict`` field (``model.options``) a key is set or
+    replaced.
     """
     for dotted, value in overrides.items():
         if value is None:
@@ -110,6 +216,8 @@ def apply_overrides(config: Any, overrides: dict[str, Any]) -> Any:
 
 def _replace(obj: Any, parts: list[str], value: Any, dotted: str) -> Any:
     name = parts[0]
+    if isinstance(obj, dict):  # e.g. model.options: a builder keyword argument, set or replaced
+        return {**obj, name: value if len(parts) == 1 else _replace(obj.get(name), parts[1:], value, dotted)}
     if not (dataclasses.is_dataclass(obj) and name in {f.name for f in dataclasses.fields(obj)}):
         raise ValueError(f"config override {dotted!r}: no field {name!r} in {type(obj).__name__}")
     new_value = value if len(parts) == 1 else _replace(getattr(obj, name), parts[1:], value, dotted)
@@ -129,6 +237,16 @@ def quick_profile_norm_momentum(options: dict[str, Any]) -> dict[str, Any]:
     Training-mode computation is unchanged; paper profiles keep 0.99.
     """
     return {**options, "norm_momentum": QUICK_NORM_MOMENTUM}
+
+
+def make_loss(loss: LossConfig):
+    """The loss a :class:`LossConfig` describes (:func:`brats_keras.losses.make_loss`)."""
+    return losses.make_loss(loss.name, loss.options)
+
+
+def make_metrics(specs) -> list:
+    """The metrics of a sequence of :class:`MetricConfig` (:func:`brats_keras.metrics.make_metric`)."""
+    return [metrics.make_metric(m.name, m.options) for m in specs]
 
 
 def make_optimizer(train: TrainConfig) -> keras.optimizers.Optimizer:

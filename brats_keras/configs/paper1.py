@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from brats_keras.configs.base import ExperimentConfig, ModelConfig, TrainConfig, quick_profile_norm_momentum
+from brats_keras.configs.base import (
+    ExperimentConfig, LossConfig, MetricConfig, ModelConfig, TrainConfig, quick_profile_norm_momentum,
+)
 from brats_keras.data.slices2d import SliceSettings
 from brats_keras.data.splits import PAPER1_SPLIT
 
@@ -68,6 +70,11 @@ def paper1_config(model: str = "u_resunet", *, quick: bool = False) -> Experimen
         batch_size=32,  # paper §5.5: "Our batch size is 32"
         optimizer="adam",  # paper §5.6: Adam
         learning_rate=1e-3,  # paper §5.6: learning rate 0.001
+        loss=LossConfig("categorical_crossentropy"),  # paper §5.6
+        # pixel accuracy (Tables 6.1 / 6.2), and the BraTS regions' Dice and the mean IoU so accuracy cannot mislead
+        metrics=(MetricConfig("accuracy"), MetricConfig("region_dice", {"region": "ET"}),
+                 MetricConfig("region_dice", {"region": "TC"}), MetricConfig("region_dice", {"region": "WT"}),
+                 MetricConfig("mean_iou", {"num_classes": 4})),
     )
     data = Paper1Data()
     if quick:

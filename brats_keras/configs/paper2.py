@@ -13,12 +13,13 @@ from dataclasses import dataclass, field
 
 import keras
 
-from brats_keras.configs.base import ExperimentConfig, ModelConfig, TrainConfig, quick_profile_norm_momentum
+from brats_keras.configs.base import (
+    ExperimentConfig, LossConfig, MetricConfig, ModelConfig, TrainConfig, make_loss, make_metrics,
+    quick_profile_norm_momentum,
+)
 from brats_keras.data.layout import BRATS_SHAPE
 from brats_keras.data.splits import PAPER2_SPLIT
 from brats_keras.data.volumes3d import Preprocess3DSettings
-from brats_keras.losses import DiceFocalLoss
-from brats_keras.metrics import IoUScore
 
 EXPERIMENT = "paper2_attention_unet3d"
 PAPER_FILE = "001_af0cf957708a3ba0.txt"
@@ -103,6 +104,10 @@ def paper2_config(*, quick: bool = False) -> ExperimentConfig:
         # 6.6-6.8 GB with it (python -m brats_keras.bench train3d, docs/paper2.md); on a GPU Keras
         # would pick XLA anyway. Inference drops it on CPU, where XLA predicts ~5x slower.
         jit_compile=True,
+        # §VI: sm.losses.DiceLoss(class_weights=[0.25] * 4) + 1 * sm.losses.CategoricalFocalLoss()
+        loss=LossConfig("dice_focal", {"class_weights": [0.25] * 4, "focal_weight": 1.0}),
+        # §VI: accuracy and sm.metrics.IOUScore(threshold=0.5)
+        metrics=(MetricConfig("accuracy"), MetricConfig("iou", {"threshold": 0.5, "num_classes": 4, "name": "iou"})),
     )
     data = Paper2Data()
     if quick:
@@ -139,11 +144,11 @@ def paper2_config(*, quick: bool = False) -> ExperimentConfig:
 
 
 def paper2_loss() -> keras.losses.Loss:
-    """Dice loss with class weights 0.25 × 4 plus 1 × categorical focal loss (paper §VI,
-    ``sm.losses.DiceLoss(class_weights=[0.25] * 4) + 1 * sm.losses.CategoricalFocalLoss()``)."""
-    return DiceFocalLoss(class_weights=[0.25] * 4, focal_weight=1.0)
+    """Paper 2's loss as its config names it: Dice loss with class weights 0.25 × 4 plus 1 × categorical
+    focal loss (paper §VI)."""
+    return make_loss(paper2_config().train.loss)
 
 
-def paper2_metrics(num_classes: int = 4) -> list:
-    """Accuracy and IoU at threshold 0.5 (paper §VI; ``sm.metrics.IOUScore(threshold=0.5)``)."""
-    return ["accuracy", IoUScore(threshold=0.5, num_classes=num_classes)]
+def paper2_metrics() -> list:
+    """Paper 2's metrics as its config names them: accuracy and IoU at threshold 0.5 (paper §VI)."""
+    return make_metrics(paper2_config().train.metrics)

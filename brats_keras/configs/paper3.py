@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from brats_keras.configs.base import ExperimentConfig, ModelConfig, TrainConfig
+from brats_keras.configs.base import ExperimentConfig, LossConfig, MetricConfig, ModelConfig, TrainConfig
 from brats_keras.data.correction import CorrectionSettings
 from brats_keras.data.slices2d import NORMALIZATIONS, SliceSettings
 from brats_keras.data.splits import PAPER1_SPLIT
@@ -57,16 +57,12 @@ class Paper3Train(TrainConfig):
     """Paper 3's training settings: the shared ones plus the dwell callback's."""
 
     dwell: DwellSettings = field(default_factory=DwellSettings)
-    dice_classes: tuple[int, ...] = (1, 2, 3)
-    """Classes of the Dice loss and of the Dice coefficient metric: the tumour classes (**choice**,
-    the paper's Dice "assesses the extent to which the model's segmentation aligns with the true tumor
-    location"; with background included the U-Net collapsed to all-background, docs/paper3.md)."""
 
-    def __post_init__(self):
-        super().__post_init__()
-        self.dice_classes = tuple(int(c) for c in self.dice_classes)
-        if not self.dice_classes or min(self.dice_classes) < 0 or max(self.dice_classes) > 3:
-            raise ValueError(f"dice_classes: need class ids in 0..3, got {self.dice_classes}")
+
+TUMOUR_CLASSES = [1, 2, 3]
+"""Classes of the Dice loss and of the Dice coefficient metric: the tumour classes (**choice**, the
+paper's Dice "assesses the extent to which the model's segmentation aligns with the true tumor
+location"; with background included the U-Net collapsed to all-background, docs/paper3.md)."""
 
 
 @dataclass
@@ -121,6 +117,15 @@ def paper3_config(*, quick: bool = False) -> ExperimentConfig:
         batch_size=32,  # choice: as paper 1 (same slices, same U-Net)
         optimizer="adam",  # choice: the paper states none; Adam as the suite's other 2D U-Net
         learning_rate=1e-4,  # choice: 1e-3 collapsed to all-background (docs/paper3.md); the dwell callback lowers it
+        loss=LossConfig("dice", {"class_ids": TUMOUR_CLASSES}),  # §V: "Dice loss, being 1 minus the Dice coefficient"
+        metrics=(
+            MetricConfig("accuracy"),  # Fig. 5.1: training accuracy
+            # Fig. 5.1's Dice coefficient, accumulated over the epoch (1 − Dice loss)
+            MetricConfig("dice", {"class_ids": TUMOUR_CLASSES, "soft": True, "name": "soft_dice"}),
+            # the BraTS regions, so accuracy cannot mislead
+            MetricConfig("region_dice", {"region": "ET"}), MetricConfig("region_dice", {"region": "TC"}),
+            MetricConfig("region_dice", {"region": "WT"}),
+        ),
     )
     data = Paper3Data()
     if quick:

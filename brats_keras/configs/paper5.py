@@ -16,7 +16,9 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from brats_keras.configs.base import ExperimentConfig, ModelConfig, TrainConfig, quick_profile_norm_momentum
+from brats_keras.configs.base import (
+    ExperimentConfig, LossConfig, MetricConfig, ModelConfig, TrainConfig, quick_profile_norm_momentum,
+)
 from brats_keras.data.augment import AugmentSettings
 
 EXPERIMENT = "paper5_effnet_classify_segment"
@@ -32,6 +34,13 @@ PAPER_REPORT = {
 }
 """Paper 5, §3.4: the classification report and the test accuracy 99.39 %. Meningioma's F1 0.991 is
 below both its precision 0.997 and recall 0.995, which a harmonic mean cannot be (audit)."""
+PAPER_TABLE1 = {
+    "classify": {"meningioma": (1339, 306), "glioma": (1321, 300), "pituitary": (1457, 300), "notumor": (1595, 405)},
+    "segment": {"tumour present": (1167, 206), "no tumour": (2181, 386)},
+}
+"""Paper 5, Table 1 ("Dataset Description"): (Training, Testing) images per class of the classification
+set — the release's two folders — and slices with / without tumour of the segmentation set (its
+"Dataset After" rows, counts after augmentation, are not comparable and not listed)."""
 PAPER_SEGMENTATION = {"dice": 0.9977, "iou": 0.9981, "dice_text": 0.8477}
 """Paper 5, §4.4: the table's Dice 0.9977 and IoU 0.9981, and the text's "Dice coefficient of 0.8477
 and an IOU of 0.9981". IoU ≤ Dice for any masks (audit)."""
@@ -110,12 +119,16 @@ class Paper5Train(TrainConfig):
     stop: StopSettings = field(default_factory=lambda: StopSettings("val_accuracy", stop_patience=5,
                                                                     reduce_factor=0.3, reduce_patience=2))
     segment: SegmentTrain = field(default_factory=lambda: SegmentTrain(
-        epochs=50, batch_size=32, optimizer="adam", learning_rate=1e-4, weight_decay=1e-4))
+        epochs=50, batch_size=32, optimizer="adam", learning_rate=1e-4, weight_decay=1e-4,  # §4.2 / §4.3
+        loss=LossConfig("bce_dice"),  # §4.3: BCE + Dice
+        metrics=(MetricConfig("dice", {"num_classes": 1, "name": "dice"}),
+                 MetricConfig("iou", {"num_classes": 1, "name": "iou"}))))
 
 
 def paper5_config(*, quick: bool = False) -> ExperimentConfig:
     """The paper profile, or the quick synthetic profile (``quick=True``)."""
-    train = Paper5Train(epochs=50, batch_size=32, optimizer="adam", learning_rate=1e-3, weight_decay=1e-4)  # Table 2
+    train = Paper5Train(epochs=50, batch_size=32, optimizer="adam", learning_rate=1e-3, weight_decay=1e-4,  # Table 2
+                        loss=LossConfig("categorical_crossentropy"), metrics=(MetricConfig("accuracy"),))  # Table 2
     model = ModelConfig("efficientnet_b1_classifier", {"dense": 512, "dropout": 0.4})  # §3.1
     data = Paper5Data()
     if quick:
