@@ -471,19 +471,3 @@ LOSSES = {
 KERAS_LOSSES = ("categorical_crossentropy", "binary_crossentropy")
 """Keras losses a config may name; ``model.compile`` resolves them."""
 
-
-def make_loss(name: str, options: dict | None = None):
-    """The loss ``name`` with keyword arguments ``options``: an instance of one of :data:`LOSSES`, or the
-    Keras name of :data:`KERAS_LOSSES` (which takes no options). Raises ``ValueError`` naming a loss or an
-    argument it does not know."""
-    options = dict(options or {})
-    if name in KERAS_LOSSES:
-        if options:
-            raise ValueError(f"loss {name!r} takes no options, got {sorted(options)}")
-        return name
-    if name not in LOSSES:
-        raise ValueError(f"unknown loss {name!r}; known: {', '.join(sorted([*LOSSES, *KERAS_LOSSES]))}")
-    try:
-        return LOSSES[name](**options)
-    except TypeError as exc:
-        raise ValueError(f"loss {name!r}: {exc}") from None

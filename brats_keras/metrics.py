@@ -496,19 +496,3 @@ METRICS = {
 }
 """The in-graph metrics a config names (``MetricConfig(name, options)``), beside Keras' ``"accuracy"``."""
 
-
-def make_metric(name: str, options: dict | None = None):
-    """The metric ``name`` with keyword arguments ``options``: an instance of one of :data:`METRICS`, or
-    ``"accuracy"`` (Keras picks categorical or binary accuracy from the loss; no options). Raises
-    ``ValueError`` naming a metric or an argument it does not know."""
-    options = dict(options or {})
-    if name == "accuracy":
-        if options:
-            raise ValueError(f"metric 'accuracy' takes no options, got {sorted(options)}")
-        return name
-    if name not in METRICS:
-        raise ValueError(f"unknown metric {name!r}; known: accuracy, {', '.join(sorted(METRICS))}")
-    try:
-        return METRICS[name](**options)
-    except TypeError as exc:
-        raise ValueError(f"metric {name!r}: {exc}") from None

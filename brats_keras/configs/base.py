@@ -18,7 +18,6 @@ from typing import Any
 import keras
 import yaml
 
-from brats_keras import losses, metrics
 from brats_keras.io_utils import atomic_write_json
 from brats_keras.losses import KERAS_LOSSES, LOSSES
 from brats_keras.metrics import METRICS
@@ -239,14 +238,32 @@ def quick_profile_norm_momentum(options: dict[str, Any]) -> dict[str, Any]:
     return {**options, "norm_momentum": QUICK_NORM_MOMENTUM}
 
 
+def _build_named(kind: str, name: str, options: dict, registry: dict, plain: tuple[str, ...]):
+    """``registry[name](**options)``, or ``name`` itself for a Keras name in ``plain`` (no options).
+    Raises ``ValueError`` naming the ``kind``, the name or the argument it does not know."""
+    options = dict(options or {})
+    if name in plain:
+        if options:
+            raise ValueError(f"{kind} {name!r} takes no options, got {sorted(options)}")
+        return name
+    if name not in registry:
+        raise ValueError(f"unknown {kind} {name!r}; known: {', '.join(sorted([*registry, *plain]))}")
+    try:
+        return registry[name](**options)
+    except TypeError as exc:
+        raise ValueError(f"{kind} {name!r}: {exc}") from None
+
+
 def make_loss(loss: LossConfig):
-    """The loss a :class:`LossConfig` describes (:func:`brats_keras.losses.make_loss`)."""
-    return losses.make_loss(loss.name, loss.options)
+    """The loss a :class:`LossConfig` describes: an instance of one of :data:`brats_keras.losses.LOSSES`,
+    or the Keras name of :data:`~brats_keras.losses.KERAS_LOSSES` (``model.compile`` resolves it)."""
+    return _build_named("loss", loss.name, loss.options, LOSSES, KERAS_LOSSES)
 
 
 def make_metrics(specs) -> list:
-    """The metrics of a sequence of :class:`MetricConfig` (:func:`brats_keras.metrics.make_metric`)."""
-    return [metrics.make_metric(m.name, m.options) for m in specs]
+    """The metrics of a sequence of :class:`MetricConfig`: instances of :data:`brats_keras.metrics.METRICS`,
+    or ``"accuracy"`` (Keras picks categorical or binary accuracy from the loss)."""
+    return [_build_named("metric", m.name, m.options, METRICS, ("accuracy",)) for m in specs]
 
 
 def make_optimizer(train: TrainConfig) -> keras.optimizers.Optimizer:
