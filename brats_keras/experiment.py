@@ -30,7 +30,7 @@ from brats_keras.data.layout import to_class_indices
 from brats_keras.data.slices2d import SliceSettings
 from brats_keras.data.splits import load_split, save_split, split_cases
 from brats_keras.errors import BratsKerasError
-from brats_keras.io_utils import atomic_write_json
+from brats_keras.io import atomic_write_json
 from brats_keras.evaluation import aggregate, evaluate_case
 from brats_keras.inference import predict_volume_2d, slice_range
 from brats_keras.reporting import SYNTHETIC_WARNING, plot_prediction_overlay, write_markdown

@@ -39,7 +39,7 @@ from brats_keras.configs.paper2 import (  # noqa: E402
 )
 from brats_keras.data.brats import discover_cases, load_label  # noqa: E402
 from brats_keras.data.pipeline import make_dataset  # noqa: E402
-from brats_keras.data.slices2d import default_cache_dir  # noqa: E402
+from brats_keras.io import default_cache_dir  # noqa: E402
 from brats_keras.data.synthetic import ensure_synthetic_dataset, is_synthetic_dataset  # noqa: E402
 from brats_keras.data.volumes3d import (  # noqa: E402
     SCALINGS, Preprocess3DSettings, VolumeIndex, parse_crop, preprocess_dataset_3d,

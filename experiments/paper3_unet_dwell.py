@@ -44,7 +44,8 @@ from brats_keras.configs.paper3 import EXPERIMENT, MODEL, VARIANT_TITLES, VARIAN
 from brats_keras.data.brats import discover_cases  # noqa: E402
 from brats_keras.data.correction import MANIFEST_NAME, CorrectionSettings, correct_dataset  # noqa: E402
 from brats_keras.data.pipeline import make_dataset  # noqa: E402
-from brats_keras.data.slices2d import SliceCache, SliceIndex, default_cache_dir  # noqa: E402
+from brats_keras.data.slices2d import SliceCache, SliceIndex  # noqa: E402
+from brats_keras.io import default_cache_dir  # noqa: E402
 from brats_keras.data.synthetic import ensure_synthetic_dataset, is_synthetic_dataset  # noqa: E402
 from brats_keras.errors import DataError, cli_errors  # noqa: E402
 from brats_keras.experiment import (  # noqa: E402

@@ -55,7 +55,7 @@ from brats_keras.experiment import (  # noqa: E402
     Default, configure, data_provenance, experiment_parser, finish_run, patient_split, record_config, resolve_run,
 )
 from brats_keras.export import export_checked, load_model  # noqa: E402
-from brats_keras.io_utils import atomic_write_json, read_json_or_none  # noqa: E402
+from brats_keras.io import atomic_write_json, read_json_or_none  # noqa: E402
 from brats_keras.layers import LSTMEnhancer  # noqa: E402
 from brats_keras.losses import DiceFocalLoss  # noqa: E402
 from brats_keras.metrics import DiceScore, IoUScore, Precision, Sensitivity  # noqa: E402

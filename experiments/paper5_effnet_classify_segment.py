@@ -61,7 +61,7 @@ from brats_keras.experiment import (  # noqa: E402
     Default, configure, data_provenance, experiment_parser, finish_run, record_config, resolve_run,
 )
 from brats_keras.export import export_checked  # noqa: E402
-from brats_keras.io_utils import atomic_write_json  # noqa: E402
+from brats_keras.io import atomic_write_json  # noqa: E402
 from brats_keras.losses import BCEDiceLoss  # noqa: E402
 from brats_keras.metrics import DiceScore, IoUScore  # noqa: E402
 from brats_keras.models import create_model  # noqa: E402

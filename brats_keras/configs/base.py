@@ -16,7 +16,7 @@ from typing import Any
 
 import keras
 
-from brats_keras.io_utils import atomic_write_json
+from brats_keras.io import atomic_write_json
 
 OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd")
 JIT_COMPILE_CHOICES = {"auto": "auto", "on": True, "off": False}
