@@ -47,12 +47,18 @@ from pathlib import Path
 
 import numpy as np
 
-from brats_keras.configs.base import JIT_COMPILE_CHOICES
+from brats_keras.configs.base import JIT_COMPILE_CHOICES, TrainConfig, make_optimizer
+from brats_keras.configs.paper2 import paper2_loss, paper2_metrics
 from brats_keras.data.brats import CaseFiles, discover_cases
 from brats_keras.data.slices2d import SliceCache, SliceIndex, SliceSettings
 from brats_keras.data.volumes3d import REFERENCE_CROP, Preprocess3DSettings, VolumeIndex, preprocess_dataset_3d
+from brats_keras.data.synthetic import ensure_synthetic_dataset
 from brats_keras.errors import cli_errors
-from brats_keras.io_utils import atomic_write_json
+from brats_keras.export import export_model
+from brats_keras.inference import InferenceSpec
+from brats_keras.io import atomic_write_json
+from brats_keras.models import create_model
+from brats_keras.predict import PredictSettings, predict_folder
 
 
 def _resize_2d():
@@ -137,6 +143,7 @@ def peak_rss_mb() -> float:
 
 
 def bench_pipeline(data_dir: str | Path, *, epochs: int = 5, reference_cases: int = 8, batch_size: int = 32) -> dict:
+    # Imports TensorFlow itself: train3d / inference children may run on JAX and report their own peak memory.
     from brats_keras.data.pipeline import make_dataset
 
     cases = discover_cases(data_dir)
@@ -220,10 +227,6 @@ def bench_train3d_one(model_name: str, batch_size: int, size: int, steps: int = 
     """One (model, batch size) configuration in this process: step times and peak memory."""
     import keras
 
-    from brats_keras.configs.base import TrainConfig, make_optimizer
-    from brats_keras.configs.paper2 import paper2_loss, paper2_metrics
-    from brats_keras.models import create_model
-
     rng = np.random.default_rng(0)
     x = rng.uniform(size=(batch_size, size, size, size, 3)).astype("float32")
     y = np.eye(4, dtype="float32")[rng.integers(0, 4, size=(batch_size, size, size, size))]
@@ -268,11 +271,6 @@ def bench_inference_one(kind: str, data_dir: str | Path, *, overlap: float = 0.5
                         filters: int | None = None) -> dict:
     """One model kind in this process: ``predict_folder`` over every case of ``data_dir``."""
     import keras
-
-    from brats_keras.export import export_model
-    from brats_keras.inference import InferenceSpec
-    from brats_keras.models import create_model
-    from brats_keras.predict import PredictSettings, predict_folder
 
     name, options = INFERENCE_MODELS[kind]
     options = {**options, **({"filters": filters} if filters else {})}
@@ -397,8 +395,6 @@ def main(argv=None) -> int:
         print(json.dumps(row), flush=True)
         return 0
     if args.command == "inference":
-        from brats_keras.data.synthetic import ensure_synthetic_dataset
-
         data_dir = args.data_dir or ensure_synthetic_dataset(
             cases=args.cases, seed=7, shape=tuple(int(n) for n in args.shape.split(",")))
         rows = bench_inference(args.kinds.split(","), data_dir, overlap=args.overlap, image_size=args.image_size,

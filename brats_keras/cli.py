@@ -18,6 +18,7 @@ import os
 import sys
 
 from brats_keras.errors import cli_errors
+from brats_keras.scoring import score_folder, summary_text, write_scores_csv
 
 
 def fraction(text: str) -> float:
@@ -69,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def predict_command(args) -> int:
+    # Keras and TensorFlow load here, only for `predict`: `evaluate` and --help need neither.
     from brats_keras.configs.base import JIT_COMPILE_CHOICES
     from brats_keras.predict import PredictSettings, predict_folder
 
@@ -80,8 +82,6 @@ def predict_command(args) -> int:
 
 
 def evaluate_command(args) -> int:
-    from brats_keras.scoring import score_folder, summary_text, write_scores_csv
-
     report = score_folder(args.pred_dir, args.label_dir, workers=args.workers)
     for case_id, problem in report["failed"].items():
         print(f"{case_id}: FAILED — {problem}", file=sys.stderr)

@@ -22,9 +22,10 @@ from pathlib import Path
 import keras
 import numpy as np
 
+import brats_keras.models  # noqa: F401  (registers layers, models, losses and metrics for load_model)
 from brats_keras.errors import BratsKerasError
 from brats_keras.inference import INFERENCE_FILE, InferenceSpec
-from brats_keras.io_utils import atomic_dir, atomic_path, atomic_write_json
+from brats_keras.io import atomic_dir, atomic_path, atomic_write_json
 
 
 def _spec_text(spec: InferenceSpec) -> str:
@@ -78,8 +79,6 @@ def export_checked(model: keras.Model, keras_path: str | Path, saved_model_path:
 
 def load_model(path: str | Path, *, compile: bool = True) -> keras.Model:
     """``keras.models.load_model`` with every ``brats_keras`` layer, loss and metric registered."""
-    import brats_keras.models  # noqa: F401  (registers layers, models, losses and metrics)
-
     return keras.models.load_model(path, compile=compile)
 
 

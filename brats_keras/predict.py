@@ -33,7 +33,7 @@ from brats_keras.export import Predictor, accelerator_present, find_inference_sp
 from brats_keras.inference import (
     BLENDINGS, InferenceSpec, count_windows, predict_volume_2d, predict_volume_3d, slices_to_predict,
 )
-from brats_keras.io_utils import atomic_write_json
+from brats_keras.io import atomic_write_json
 
 PREDICTIONS_FILE = "predictions.json"
 DEFAULT_BATCH = {"slices2d": 16, "volume3d": 1}

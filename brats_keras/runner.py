@@ -63,7 +63,7 @@ from brats_keras.errors import BratsKerasError, cli_errors
 from brats_keras.evaluation import aggregate, evaluate_case
 from brats_keras.export import export_checked
 from brats_keras.inference import InferenceSpec, predict_volume_2d, slice_range
-from brats_keras.io_utils import atomic_write_json
+from brats_keras.io import atomic_write_json
 from brats_keras.reporting import SYNTHETIC_WARNING, plot_prediction_overlay, write_markdown
 from brats_keras.training import STRATEGIES, RunDir, fit, global_batch_size, select_strategy
 

@@ -30,7 +30,7 @@ from brats_keras.data.layout import LABEL_KEY, NIFTI_SUFFIXES
 from brats_keras.data.synthetic import is_synthetic_dataset
 from brats_keras.errors import DataError
 from brats_keras.evaluation import METRICS, REGIONS, aggregate, evaluate_case
-from brats_keras.io_utils import atomic_write_text
+from brats_keras.io import atomic_write_text
 
 SUMMARY_ROWS: dict[str, str] = {"Mean": "mean", "StdDev": "std", "Median": "median",
                                 "25quantile": "p25", "75quantile": "p75"}

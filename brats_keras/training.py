@@ -28,8 +28,8 @@ import keras
 import numpy as np
 
 from brats_keras.errors import BratsKerasError
-from brats_keras.io_utils import atomic_path, atomic_write_json
-from brats_keras.reporting import read_history_csv, write_history_csv
+from brats_keras.export import load_model
+from brats_keras.io import atomic_path, atomic_write_json, read_history_csv, write_history_csv
 
 STRATEGIES = ("auto", "one", "mirrored", "multiworker")
 
@@ -243,8 +243,6 @@ def load_checkpoint(run: RunDir, resumables: dict[str, Any]) -> tuple[keras.Mode
         raise BratsKerasError(f"{run.path}: no complete checkpoint to resume from")
     state = json.loads(run.checkpoint_state.read_text(encoding="utf-8"))
     done = int(state["epochs_done"])
-    from brats_keras.export import load_model
-
     model = load_model(run.checkpoint_model)
     history = read_history_csv(run.history) if run.history.is_file() else {}
     history = {k: v[:done] for k, v in history.items()}

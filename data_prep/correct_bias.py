@@ -22,11 +22,12 @@ if importlib.util.find_spec("brats_keras") is None:  # run as a script from a ch
 
 from brats_keras.data.brats import find_cases
 from brats_keras.data.correction import (
-    DENOISERS, MANIFEST_NAME, CorrectionSettings, correct_dataset, save_correction_figure,
+    DENOISERS, MANIFEST_NAME, CorrectionSettings, correct_dataset,
 )
 from brats_keras.data.synthetic import is_synthetic_dataset
 from brats_keras.data.layout import MODALITIES
 from brats_keras.errors import BratsKerasError, cli_errors
+from brats_keras.reporting import save_correction_figure
 
 DEFAULTS = CorrectionSettings()
 

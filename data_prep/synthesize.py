@@ -26,7 +26,10 @@ from pathlib import Path
 if importlib.util.find_spec("brats_keras") is None:  # run as a script from a checkout not pip-installed
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from brats_keras.data.brain_mri import write_brain_mri_dataset
+from brats_keras.data.figshare import write_figshare_dataset
 from brats_keras.data.layout import BRATS_SHAPE, LAYOUTS
+from brats_keras.data.lgg import write_lgg_dataset
 from brats_keras.data.synthetic import MIN_DIM, write_dataset
 from brats_keras.errors import cli_errors
 
@@ -92,20 +95,14 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     progress = not args.no_progress
     if args.dataset == FIGSHARE:
-        from brats_keras.data.figshare import write_figshare_dataset
-
         files = write_figshare_dataset(args.out, patients=args.cases, slices_per_patient=args.slices_per_patient,
                                        seed=args.seed, size=args.size, progress=progress)
         what = f"{len(files)} SYNTHETIC figshare slices of {args.cases} patients"
     elif args.dataset == BRAIN_MRI:
-        from brats_keras.data.brain_mri import write_brain_mri_dataset
-
         files = write_brain_mri_dataset(args.out, per_class=args.cases, test_per_class=args.test_cases, seed=args.seed,
                                         max_size=args.size, progress=progress)
         what = f"{len(files)} SYNTHETIC brain-tumour MRI images ({args.cases} + {args.test_cases} per class)"
     elif args.dataset == LGG:
-        from brats_keras.data.lgg import write_lgg_dataset
-
         files = write_lgg_dataset(args.out, patients=args.cases, slices=args.slices_per_patient, seed=args.seed,
                                   size=args.size, progress=progress)
         what = f"{len(files)} SYNTHETIC LGG slices of {args.cases} patients"

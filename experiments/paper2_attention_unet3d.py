@@ -25,7 +25,7 @@ from brats_keras.bench import peak_rss_mb
 from brats_keras.configs.base import JIT_COMPILE_CHOICES, make_loss, make_metrics, make_optimizer
 from brats_keras.configs.paper2 import EXPERIMENT, MODELS, paper2_config
 from brats_keras.data.pipeline import make_dataset
-from brats_keras.data.slices2d import default_cache_dir
+from brats_keras.io import default_cache_dir
 from brats_keras.data.synthetic import ensure_synthetic_dataset
 from brats_keras.data.volumes3d import SCALINGS, VolumeIndex, parse_crop
 from brats_keras.inference import InferenceSpec

@@ -46,7 +46,8 @@ from brats_keras.models.paper5 import conv_layer_counts
 from brats_keras.papers.paper5 import (
     classification_data, classifier_figures, classifier_note, overlay, score_segmentation, segmentation_data, tables,
 )
-from brats_keras.reporting import classification_report, confusion_matrix, plot_curve_panels
+from brats_keras.evaluation import classification_report, confusion_matrix
+from brats_keras.reporting import plot_curve_panels
 from brats_keras.runner import Experiment, Flag, ModelRun
 
 ENCODER_WEIGHTS = {"auto": "auto", "imagenet": "imagenet", "none": None}

@@ -12,9 +12,10 @@ import pytest
 from brats_keras.data.brats import discover_cases, load_case
 from brats_keras.data.correction import (
     MANIFEST_NAME, CorrectionSettings, brain_box, correct_dataset, correct_image, correct_volume, denoise, n4_correct,
-    save_correction_figure, zscore_in_mask,
+    zscore_in_mask,
 )
 from brats_keras.data.synthetic import is_synthetic_dataset
+from brats_keras.reporting import save_correction_figure
 from tests.helpers import REPO, run_experiment
 
 pytest.importorskip("SimpleITK")

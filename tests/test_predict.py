@@ -20,7 +20,7 @@ from brats_keras.data.slices2d import SliceSettings, prepare_case_slices
 from brats_keras.data.volumes3d import Preprocess3DSettings, preprocess_case_3d
 from brats_keras.export import export_checked, export_model, find_inference_spec, load_predictor
 from brats_keras.inference import InferenceSpec, predict_volume_2d, predict_volume_3d
-from brats_keras.io_utils import atomic_write_json
+from brats_keras.io import atomic_write_json
 from brats_keras.models import create_model
 from brats_keras.predict import PREDICTIONS_FILE
 from tests.helpers import REPO, TINY_SHAPE

@@ -1,4 +1,5 @@
-"""Tests of brats_keras.reporting: tables beside the paper's, history files, figures, class reports."""
+"""Tests of brats_keras.reporting (tables beside the paper's, figures) and of what it renders: history files
+(brats_keras.io) and class reports (brats_keras.evaluation.classification)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import numpy as np
 import pytest
 
 from brats_keras import reporting as rp
+from brats_keras.evaluation import classification_report, confusion_matrix
+from brats_keras.io import read_history_csv, write_history_csv
 
 pytestmark = pytest.mark.backend_agnostic
 
@@ -140,11 +143,11 @@ def test_history_to_epoch_dict_is_one_based_and_checks_lengths():
 def test_history_csv_round_trip(tmp_path):
     history = {"loss": [0.9, 0.123456789012345, 0.1], "accuracy": [0.5, 0.75, 0.875],
                "val_loss": [1.0, math.nan, 0.2]}
-    path = rp.write_history_csv(history, tmp_path / "history.csv")
+    path = write_history_csv(history, tmp_path / "history.csv")
     header = path.read_text().splitlines()[0]
     assert header == "epoch,accuracy,loss,val_loss"  # CSVLogger's layout: epoch, then sorted keys
     assert path.read_text().splitlines()[1].startswith("0,")  # epochs counted from 0
-    back = rp.read_history_csv(path)
+    back = read_history_csv(path)
     assert sorted(back) == sorted(history)
     for key in history:
         np.testing.assert_array_equal(back[key], history[key])  # exact, NaN included
@@ -160,7 +163,7 @@ def test_read_history_csv_written_by_keras_csvlogger(tmp_path):
         logger.on_epoch_end(epoch, {"loss": loss, "accuracy": acc})
     logger.on_train_end()
     assert "val_loss" in path.read_text()  # CSVLogger adds NA val_ columns to a run without validation
-    back = rp.read_history_csv(path)
+    back = read_history_csv(path)
     assert back == {"accuracy": [0.6, 0.8], "loss": [0.7, 0.5]}  # never-measured columns dropped
     assert rp.history_to_epoch_dict(back)[2] == {"accuracy": 0.8, "loss": 0.5}
 
@@ -168,17 +171,17 @@ def test_read_history_csv_written_by_keras_csvlogger(tmp_path):
 def test_read_history_csv_resumed_runs_and_gaps(tmp_path):
     resumed = tmp_path / "resumed.csv"
     resumed.write_text("epoch,loss,val_loss\n0,0.9,NA\n1,0.8,0.85\n1,0.7,0.75\n2,0.6,0.65\n")
-    back = rp.read_history_csv(resumed)
+    back = read_history_csv(resumed)
     assert back["loss"] == [0.9, 0.7, 0.6]  # the re-logged epoch 1: last line wins
     assert math.isnan(back["val_loss"][0]) and back["val_loss"][1:] == [0.75, 0.65]
     gap = tmp_path / "gap.csv"
     gap.write_text("epoch,loss\n0,0.9\n3,0.6\n")
     with pytest.raises(ValueError, match=r"\[1, 2\]"):
-        rp.read_history_csv(gap)
+        read_history_csv(gap)
     not_history = tmp_path / "other.csv"
     not_history.write_text("step,loss\n0,0.9\n")
     with pytest.raises(ValueError, match="epoch"):
-        rp.read_history_csv(not_history)
+        read_history_csv(not_history)
 
 
 # ----------------------------------------------------------------------------------------- figures
@@ -322,8 +325,8 @@ def test_confusion_matrix_counts_by_hand():
     y_true = [0, 0, 1, 2, 2, 2]
     y_pred = [0, 1, 1, 2, 0, 2]
     expected = [[1, 1, 0], [0, 1, 0], [1, 0, 2]]
-    np.testing.assert_array_equal(rp.confusion_matrix(y_true, y_pred, 3), expected)
-    masks = rp.confusion_matrix(np.array([[0, 1], [1, 1]]), np.array([[0, 0], [1, 1]], dtype=float), 2)
+    np.testing.assert_array_equal(confusion_matrix(y_true, y_pred, 3), expected)
+    masks = confusion_matrix(np.array([[0, 1], [1, 1]]), np.array([[0, 0], [1, 1]], dtype=float), 2)
     np.testing.assert_array_equal(masks, [[1, 0], [1, 2]])
 
 
@@ -340,7 +343,7 @@ def test_confusion_matrix_counts_by_hand():
 )
 def test_confusion_matrix_rejects_bad_inputs(y_true, y_pred, num_classes, match):
     with pytest.raises(ValueError, match=match):
-        rp.confusion_matrix(y_true, y_pred, num_classes)
+        confusion_matrix(y_true, y_pred, num_classes)
 
 
 def test_classification_report_matches_sklearn():
@@ -351,7 +354,7 @@ def test_classification_report_matches_sklearn():
     y_true = rng.integers(0, 4, 200)  # class 4 absent from both: zero-division case
     y_pred = np.where(rng.random(200) < 0.7, y_true, rng.integers(0, 4, 200))
     y_pred[:3] = 3
-    ours = rp.classification_report(y_true, y_pred, names)
+    ours = classification_report(y_true, y_pred, names)
     theirs = sk_report(y_true, y_pred, labels=range(5), target_names=names, output_dict=True, zero_division=0)
     assert set(ours) == set(theirs)
     assert ours["accuracy"] == pytest.approx(theirs["accuracy"], abs=1e-12)
@@ -362,7 +365,7 @@ def test_classification_report_matches_sklearn():
 
 
 def test_classification_report_markdown_with_and_without_paper():
-    report = rp.classification_report([0, 0, 1, 1], [0, 1, 1, 1], ["glioma", "pituitary"])
+    report = classification_report([0, 0, 1, 1], [0, 1, 1, 1], ["glioma", "pituitary"])
     plain = parse_table(rp.classification_report_markdown(report))
     assert plain[0] == {"class": "glioma", "precision": "1.000", "recall": "0.500", "F1": "0.667", "support": "2"}
     paper = {"glioma": {"precision": 0.992, "recall": 0.994, "f1-score": 0.990},
@@ -378,9 +381,9 @@ def test_classification_report_markdown_with_and_without_paper():
 
 def test_classification_report_rejects_bad_inputs():
     with pytest.raises(ValueError, match="0..1"):
-        rp.classification_report([0, 2], [0, 1], ["a", "b"])  # class index beyond the names
+        classification_report([0, 2], [0, 1], ["a", "b"])  # class index beyond the names
     with pytest.raises(ValueError, match="distinct"):
-        rp.classification_report([0, 1], [0, 1], ["a", "a"])
+        classification_report([0, 1], [0, 1], ["a", "a"])
 
 
 # --------------------------------------------------------------------------- 3-D volume overlay

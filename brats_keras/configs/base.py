@@ -18,7 +18,7 @@ from typing import Any
 import keras
 import yaml
 
-from brats_keras.io_utils import atomic_write_json
+from brats_keras.io import atomic_write_json
 from brats_keras.losses import KERAS_LOSSES, LOSSES
 from brats_keras.metrics import METRICS
 

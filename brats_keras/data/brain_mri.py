@@ -29,8 +29,11 @@ from typing import Sequence
 
 import numpy as np
 
+from brats_keras.data.figshare import synthesize_figshare_patient, synthesize_tumour_free_slices
 from brats_keras.data.prepared import PreparedArrayCache, PreparedIndex
+from brats_keras.data.synthetic import SYNTHETIC_MARKER, write_atomic
 from brats_keras.errors import BratsKerasError, DataError
+from brats_keras.io import atomic_write_json, default_cache_dir
 
 CLASSES = ("glioma", "meningioma", "notumor", "pituitary")
 """Class index → the release's folder name (alphabetical, as Keras' ``image_dataset_from_directory`` orders them)."""
@@ -167,8 +170,6 @@ _SIZES = (512, 512, 512, 256, 350, 630, 225)
 def _synthetic_image(rng: np.random.Generator, label_name: str, base: int) -> tuple[np.ndarray, bool]:
     """One SYNTHETIC slice of class ``label_name`` as uint8 grey ``(h, w)`` (windowed to 0–255, some
     cropped to a non-square field of view), and whether to save it as grey (else RGB)."""
-    from brats_keras.data.figshare import synthesize_figshare_patient, synthesize_tumour_free_slices
-
     if label_name == "notumor":
         image = synthesize_tumour_free_slices(rng, 1, base)[0]
     else:
@@ -196,8 +197,6 @@ def write_brain_mri_dataset(out_dir, *, per_class: dict[str, int] | int, test_pe
     """
     from PIL import Image
     from tqdm.auto import tqdm
-
-    from brats_keras.data.synthetic import SYNTHETIC_MARKER, write_atomic
 
     counts = {}
     for part, spec in (("Training", per_class), ("Testing", test_per_class)):
@@ -234,9 +233,6 @@ def ensure_synthetic_brain_mri(cache_dir=None, *, per_class: int = 60, test_per_
     """A synthetic image set generated once into
     ``<cache>/synthetic/brain_tumor_mri_<per_class>x<test_per_class>_seed<seed>_<max_size>`` and reused
     (a ``.complete.json`` marker is written last)."""
-    from brats_keras.data.slices2d import default_cache_dir
-    from brats_keras.io_utils import atomic_write_json
-
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     folder = root / "synthetic" / f"brain_tumor_mri_{per_class}x{test_per_class}_seed{seed}_{max_size}"
     marker = folder / ".complete.json"

@@ -32,7 +32,7 @@ from brats_keras.data.layout import (
     DatasetLayout,
 )
 from brats_keras.errors import DataError
-from brats_keras.io_utils import atomic_path
+from brats_keras.io import atomic_path
 
 _DECODE_ERRORS = (
     nib.filebasedimages.ImageFileError,

@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 from brats_keras.data.brats import CaseFiles, find_cases, load_case, write_nifti_like
 from brats_keras.data.layout import MODALITIES
 from brats_keras.errors import DataError
-from brats_keras.io_utils import atomic_path, atomic_write_json, read_json_or_none
+from brats_keras.io import atomic_path, atomic_write_json, read_json_or_none
 
 MANIFEST_NAME = "correction_manifest.json"
 MANIFEST_FORMAT = 1
@@ -299,26 +299,3 @@ def _record(manifest: dict, path: Path, case_id: str, entry: dict, bar) -> None:
     if entry["status"] == "failed":
         tqdm.write(f"{case_id}: FAILED — {entry['error']}")
     bar.update(1)
-
-
-def save_correction_figure(files: CaseFiles, out_png: str | Path, settings: CorrectionSettings = CorrectionSettings(),
-                           *, modality: str = "t1", synthetic: bool = False) -> Path:
-    """A before / after PNG of one case's ``modality``: the axial slice with the most brain, raw, the
-    N4 field fitted inside the brain mask, and the fully corrected result (what :func:`correct_case`
-    writes)."""
-    from brats_keras.reporting import plot_bias_correction
-
-    if modality not in settings.modalities:
-        raise ValueError(f"modality: {modality!r} not in the corrected modalities {list(settings.modalities)}")
-    case = load_case(files, settings.modalities, with_label=False)
-    mask = brain_mask(case.image)
-    volume = case.image[..., settings.modalities.index(modality)]
-    box = brain_box(mask)
-    _, field_box = n4_correct(volume[box], mask[box], case.spacing, settings=settings)
-    field = np.ones(volume.shape, np.float32)
-    field[box] = field_box
-    corrected = correct_volume(volume, mask, case.spacing, settings=settings)
-    k = int(np.argmax(mask.sum(axis=(0, 1))))
-    return plot_bias_correction(np.rot90(volume[:, :, k]), np.rot90(field[:, :, k]), np.rot90(corrected[:, :, k]),
-                                out_png, synthetic=synthetic,
-                                title=f"{files.case_id} {modality.upper()}, axial slice {k}: N4 bias-field correction")

@@ -28,7 +28,10 @@ from typing import Sequence
 import numpy as np
 
 from brats_keras.data.prepared import PreparedArrayCache, PreparedIndex
+from brats_keras.data.slices2d import resize_images
+from brats_keras.data.synthetic import SYNTHETIC_MARKER, synthesize_case, write_atomic
 from brats_keras.errors import BratsKerasError, DataError
+from brats_keras.io import atomic_write_json, default_cache_dir
 
 LGG_SIZE = 256
 _IMAGE = re.compile(r"^(?P<patient>.+)_(?P<k>\d+)\.tif$", re.IGNORECASE)
@@ -197,9 +200,6 @@ def write_lgg_dataset(out_dir, *, patients: int, slices: int = 24, seed: int = 0
     """
     from tqdm.auto import tqdm
 
-    from brats_keras.data.slices2d import resize_images
-    from brats_keras.data.synthetic import SYNTHETIC_MARKER, synthesize_case, write_atomic
-
     if int(patients) < 1 or int(slices) < 1 or int(size) < 16:
         raise BratsKerasError(f"need patients ≥ 1, slices ≥ 1, size ≥ 16, got {patients}, {slices}, {size}")
     out_dir = Path(out_dir)
@@ -236,9 +236,6 @@ def write_lgg_dataset(out_dir, *, patients: int, slices: int = 24, seed: int = 0
 def ensure_synthetic_lgg(cache_dir=None, *, patients: int = 12, slices: int = 24, seed: int = 0,
                          size: int = LGG_SIZE, progress: bool = True) -> Path:
     """A synthetic LGG set generated once into ``<cache>/synthetic/lgg_<patients>p_<slices>s_seed<seed>_<size>``."""
-    from brats_keras.data.slices2d import default_cache_dir
-    from brats_keras.io_utils import atomic_write_json
-
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     folder = root / "synthetic" / f"lgg_{patients}p_{slices}s_seed{seed}_{size}"
     marker = folder / ".complete.json"

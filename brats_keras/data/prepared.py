@@ -27,6 +27,7 @@ from typing import Any, Callable, Mapping, Sequence, Union
 import numpy as np
 
 from brats_keras.errors import DataError
+from brats_keras.io import atomic_path, atomic_save_npy, atomic_write_json, default_cache_dir, read_json_or_none
 
 ON_ERROR = ("raise", "skip")
 FORMAT_VERSION = 3
@@ -90,8 +91,6 @@ class PreparedArrayCache:
 
     def __init__(self, kind: str, settings: Mapping[str, Any], specs: Mapping[str, tuple[tuple[int, ...], Any]],
                  decode: Decoder, *, root=None, on_error: str = "raise", workers: int = 1, desc: str = "preparing"):
-        from brats_keras.data.slices2d import default_cache_dir
-
         if on_error not in ON_ERROR:
             raise ValueError(f"on_error: {on_error!r} not in {ON_ERROR}")
         if int(workers) < 1:
@@ -116,8 +115,6 @@ class PreparedArrayCache:
         return [fingerprint(_files(s)) for s in sources]
 
     def _fresh(self, folder: Path, sources: list[Source], stats: list[list]) -> PreparedArrays | None:
-        from brats_keras.io_utils import read_json_or_none
-
         meta = read_json_or_none(folder / "meta.json")
         arrays = {name: folder / f"{name}.npy" for name in self.specs}
         if not meta or meta.get("sources") != stats or not all(p.is_file() for p in arrays.values()):
@@ -129,8 +126,6 @@ class PreparedArrayCache:
         """Prepared arrays for ``sources`` (in order), decoding them only when the set is missing
         or stale. With ``on_error="raise"`` a bad file raises its ``DataError`` and nothing
         half-written is left behind; no sources give empty arrays."""
-        from brats_keras.io_utils import atomic_write_json
-
         sources = _resolve(sources)
         stats = self._fingerprint(sources)
         folder = self.folder(sources)
@@ -150,12 +145,8 @@ class PreparedArrayCache:
 
         from tqdm.auto import tqdm
 
-        from brats_keras.io_utils import atomic_path
-
         rows, records, skipped = [], [], []
         if not paths:  # an empty part of a split: empty arrays (an empty file cannot be memory-mapped)
-            from brats_keras.io_utils import atomic_save_npy
-
             for name, (shape, dtype) in self.specs.items():
                 atomic_save_npy(folder / f"{name}.npy", np.zeros((0, *shape), dtype))
             return rows, records, skipped

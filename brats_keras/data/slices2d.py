@@ -29,16 +29,10 @@ from tqdm.auto import tqdm
 from brats_keras.data.brats import CaseFiles, load_case
 from brats_keras.data.layout import MODALITIES, NUM_CLASSES, to_class_indices
 from brats_keras.errors import DataError
-from brats_keras.io_utils import atomic_save_npy, atomic_write_json
+from brats_keras.io import atomic_save_npy, atomic_write_json, default_cache_dir
 
 CACHE_FORMAT_VERSION = 1
 NORMALIZATIONS = ("max", "zscore", "none")
-
-
-def default_cache_dir() -> Path:
-    """``$BRATS_KERAS_CACHE`` or ``~/.cache/brats_keras``."""
-    env = os.environ.get("BRATS_KERAS_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "brats_keras"
 
 
 @dataclass(frozen=True)

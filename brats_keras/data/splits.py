@@ -12,7 +12,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from brats_keras.io_utils import atomic_write_json
+from brats_keras.io import atomic_write_json
 
 SPLIT_NAMES = ("train", "val", "test")
 

@@ -53,6 +53,7 @@ from brats_keras.data.layout import (
     NIFTI_SUFFIXES,
 )
 from brats_keras.errors import BratsKerasError
+from brats_keras.io import atomic_write_json, default_cache_dir
 
 NECROTIC, EDEMA, ENHANCING = 1, 2, 4
 """BraTS label values written to the ``seg`` file."""
@@ -630,9 +631,6 @@ def ensure_synthetic_dataset(
 
     A ``.complete.json`` marker is written last, so an interrupted generation is redone.
     """
-    from brats_keras.data.slices2d import default_cache_dir
-    from brats_keras.io_utils import atomic_write_json
-
     shape = _check_shape(shape)
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     folder = root / "synthetic" / f"{dataset}_{int(cases)}cases_seed{int(seed)}_{'x'.join(map(str, shape))}"

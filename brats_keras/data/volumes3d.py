@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from brats_keras.data.brats import CaseFiles, discover_cases, load_case
 from brats_keras.data.layout import NUM_CLASSES, to_class_indices
 from brats_keras.errors import DataError
-from brats_keras.io_utils import atomic_save_npy, atomic_write_json, read_json_or_none
+from brats_keras.io import atomic_save_npy, atomic_write_json, read_json_or_none
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = 1

@@ -15,7 +15,7 @@ from pathlib import Path
 from brats_keras.configs.paper3 import VARIANT_TITLES
 from brats_keras.data.brats import discover_cases
 from brats_keras.data.correction import MANIFEST_NAME, CorrectionSettings, correct_dataset
-from brats_keras.data.slices2d import default_cache_dir
+from brats_keras.io import default_cache_dir
 from brats_keras.errors import DataError
 from brats_keras.reporting import Column, comparison_table
 

@@ -17,7 +17,7 @@ from brats_keras.data.slices2d import resize_images
 from brats_keras.enhancement import corrupt, denoising_report, pretrain_enhancer
 from brats_keras.evaluation import aggregate, overlap_counts, scores_from_counts
 from brats_keras.export import export_checked, load_model
-from brats_keras.io_utils import atomic_write_json, read_json_or_none
+from brats_keras.io import atomic_write_json, read_json_or_none
 from brats_keras.layers import LSTMEnhancer
 from brats_keras.models import create_model
 from brats_keras.models.paper4 import efficientnet_weights_file

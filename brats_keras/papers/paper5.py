@@ -22,7 +22,7 @@ from brats_keras.data.slices2d import resize_images
 from brats_keras.data.splits import split_cases
 from brats_keras.errors import DataError
 from brats_keras.evaluation import aggregate, hd95, overlap_counts, scores_from_counts
-from brats_keras.io_utils import atomic_write_json
+from brats_keras.io import atomic_write_json
 from brats_keras.models.common import imagenet_weights_file
 from brats_keras.reporting import (
     Column, classification_report_markdown, comparison_table, plot_captioned_images, plot_confusion_matrix,

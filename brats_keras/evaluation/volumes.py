@@ -271,52 +271,6 @@ def specificity(pred, ref) -> float:
     return sensitivity(~pred, ~ref)
 
 
-def overlap_counts(pred, ref) -> dict[str, int]:
-    """Pixel counts ``tp, fp, fn, tn`` of a binary prediction against a binary reference."""
-    pred, ref = _check_masks(pred, ref)
-    tp = int(np.count_nonzero(pred & ref))
-    fp = int(np.count_nonzero(pred)) - tp
-    fn = int(np.count_nonzero(ref)) - tp
-    return {"tp": tp, "fp": fp, "fn": fn, "tn": int(pred.size) - tp - fp - fn}
-
-
-def scores_from_counts(tp: int, fp: int, fn: int, tn: int) -> dict[str, float]:
-    """Paper 4's six segmentation metrics (§4.2, eqs. 9–14) from pixel counts.
-
-    ``dsc = 2TP / (2TP + FP + FN)``, ``ji = TP / (TP + FP + FN)``, ``precision = TP / (TP + FP)``,
-    ``recall = TP / (TP + FN)``, ``accuracy = (TP + TN) / all``, ``f1 = 2PR / (P + R)``. Two
-    identities follow from the definitions and hold for every input: ``ji = dsc / (2 − dsc)`` (so
-    ``ji ≤ dsc``) and ``f1 = dsc`` (the harmonic mean of precision and recall *is* the Dice
-    coefficient). Empty conventions as :func:`dice` / :func:`sensitivity`: no reference and no
-    predicted pixel gives 1 for dsc, ji, precision, recall and f1; a rate whose denominator is 0
-    while the other mask is not empty gives 0.
-    """
-    counts = (tp, fp, fn, tn)
-    if any(isinstance(c, bool) or int(c) != c or c < 0 for c in counts):
-        raise ValueError(f"counts must be non-negative integers, got tp={tp}, fp={fp}, fn={fn}, tn={tn}")
-    tp, fp, fn, tn = (int(c) for c in counts)
-    total = tp + fp + fn + tn
-    if total == 0:
-        raise ValueError("counts are all zero: no pixels to score")
-    dsc = _dice_from_counts(tp + fp, tp + fn, tp)
-    precision = _rate(tp, tp + fp, tp + fn)  # empty prediction: 1 only if the reference is empty too
-    recall = _rate(tp, tp + fn, tp + fp)
-    union = tp + fp + fn
-    return {
-        "dsc": dsc,
-        "ji": 1.0 if union == 0 else tp / union,
-        "precision": precision,
-        "recall": recall,
-        "accuracy": (tp + tn) / total,
-        "f1": 0.0 if precision + recall == 0 else 2.0 * precision * recall / (precision + recall),
-    }
-
-
-def segmentation_scores(pred, ref) -> dict[str, float]:
-    """:func:`scores_from_counts` of one binary prediction against its reference (any shape)."""
-    return scores_from_counts(**overlap_counts(pred, ref))
-
-
 # --------------------------------------------------------------------------------------------
 # Label volumes
 # --------------------------------------------------------------------------------------------
@@ -459,11 +413,8 @@ __all__ = [
     "dice",
     "evaluate_case",
     "hd95",
-    "overlap_counts",
     "region_labels",
     "region_masks",
-    "scores_from_counts",
-    "segmentation_scores",
     "sensitivity",
     "specificity",
 ]
