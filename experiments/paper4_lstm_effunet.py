@@ -118,8 +118,8 @@ class Paper4(Experiment):
                 train=ctx.data.train, validation=ctx.data.val, callbacks=callbacks,
                 score=lambda model, history, key=key, cbs=callbacks: self.score(ctx, key, model, history, cbs),
                 sample=lambda: ctx.data.test_images[:2],
-                summary=lambda e, key=key: f"{MODEL_TITLES[key]}: test DSC {100 * e['test']['mean']['dsc']:.2f} %, JI "
-                f"{100 * e['test']['mean']['ji']:.2f} %, accuracy {100 * e['test']['mean']['accuracy']:.2f} % on "
+                summary=lambda e, key=key: f"{MODEL_TITLES[key]}: test DSC {100 * e['test']['mean']['dice']:.2f} %, JI "
+                f"{100 * e['test']['mean']['iou']:.2f} %, accuracy {100 * e['test']['mean']['accuracy']:.2f} % on "
                 f"{e['test']['images']} slices")
 
     def build(self, ctx, key: str) -> keras.Model:

@@ -396,8 +396,8 @@ def test_evaluate_case_specificity_when_reference_fills_the_volume():
 
 def test_paper4_scores_from_counts_match_their_definitions():
     s = ev.scores_from_counts(tp=30, fp=10, fn=20, tn=940)
-    assert s["dsc"] == pytest.approx(60 / 90) and s["ji"] == pytest.approx(30 / 60)
-    assert s["precision"] == pytest.approx(0.75) and s["recall"] == pytest.approx(0.6)
+    assert s["dice"] == pytest.approx(60 / 90) and s["iou"] == pytest.approx(30 / 60)
+    assert s["precision"] == pytest.approx(0.75) and s["sensitivity"] == pytest.approx(0.6)
     assert s["accuracy"] == pytest.approx(970 / 1000) and s["f1"] == pytest.approx(2 * 0.75 * 0.6 / 1.35)
 
 
@@ -407,19 +407,19 @@ def test_ji_is_dsc_over_two_minus_dsc_and_f1_is_dsc_for_any_masks():
         truth = rng.random((16, 16)) < rng.uniform(0, 0.5)
         pred = rng.random((16, 16)) < rng.uniform(0, 0.5)
         s = ev.segmentation_scores(pred, truth)
-        assert s["ji"] == pytest.approx(s["dsc"] / (2 - s["dsc"]), abs=1e-12)
-        assert s["ji"] <= s["dsc"] + 1e-12
-        assert s["f1"] == pytest.approx(s["dsc"], abs=1e-12)
-        assert s["dsc"] == pytest.approx(dice(pred, truth))
+        assert s["iou"] == pytest.approx(s["dice"] / (2 - s["dice"]), abs=1e-12)
+        assert s["iou"] <= s["dice"] + 1e-12
+        assert s["f1"] == pytest.approx(s["dice"], abs=1e-12)
+        assert s["dice"] == pytest.approx(dice(pred, truth))
 
 
 def test_paper4_scores_empty_conventions_and_bad_counts():
     empty = np.zeros((4, 4), bool)
     full = np.ones((4, 4), bool)
-    assert ev.segmentation_scores(empty, empty) == {"dsc": 1.0, "ji": 1.0, "precision": 1.0, "recall": 1.0,
+    assert ev.segmentation_scores(empty, empty) == {"dice": 1.0, "iou": 1.0, "precision": 1.0, "sensitivity": 1.0,
                                                     "accuracy": 1.0, "f1": 1.0}
     missed = ev.segmentation_scores(empty, full)
-    assert missed["dsc"] == missed["ji"] == missed["precision"] == missed["recall"] == missed["f1"] == 0.0
+    assert missed["dice"] == missed["iou"] == missed["precision"] == missed["sensitivity"] == missed["f1"] == 0.0
     assert ev.overlap_counts(full, empty) == {"tp": 0, "fp": 16, "fn": 0, "tn": 0}
     with pytest.raises(ValueError, match="non-negative"):
         ev.scores_from_counts(tp=-1, fp=0, fn=0, tn=1)

@@ -482,4 +482,4 @@ def test_paper4_in_graph_ji_is_dsc_over_two_minus_dsc(seed):
     assert 2 * precision * recall / (precision + recall) == pytest.approx(dsc, rel=1e-5)
     pooled = scores_from_counts(**overlap_counts(np.concatenate(preds), np.concatenate(truths)))
     assert (dsc, ji, precision, recall) == pytest.approx(
-        (pooled["dsc"], pooled["ji"], pooled["precision"], pooled["recall"]), rel=1e-5)
+        (pooled["dice"], pooled["iou"], pooled["precision"], pooled["sensitivity"]), rel=1e-5)

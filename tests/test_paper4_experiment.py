@@ -61,12 +61,12 @@ def test_tiny_run_of_three_models_writes_every_output(figshare_set, tmp_path):
         assert entry["export_max_abs_diff"]["saved_model"] < 1e-4
         test = entry["test"]
         assert test["images"] == 2 * len(split["test"])
-        assert set(test["mean"]) == {"dsc", "ji", "precision", "recall", "accuracy", "f1"}
+        assert set(test["mean"]) == {"dice", "iou", "precision", "sensitivity", "accuracy", "f1"}
         pooled = test["pooled"]
         # the audit's identities on the measured numbers: JI = DSC / (2 − DSC) ≤ DSC, F1 = DSC
-        assert pooled["ji"] == pytest.approx(pooled["dsc"] / (2 - pooled["dsc"]), abs=1e-9)
-        assert pooled["f1"] == pytest.approx(pooled["dsc"], abs=1e-9)
-        assert all(s["ji"] <= s["dsc"] + 1e-12 for s in test["per_image"])
+        assert pooled["iou"] == pytest.approx(pooled["dice"] / (2 - pooled["dice"]), abs=1e-9)
+        assert pooled["f1"] == pytest.approx(pooled["dice"], abs=1e-9)
+        assert all(s["iou"] <= s["dice"] + 1e-12 for s in test["per_image"])
         # scored at the source resolution (128²), the model ran at 64²
         assert sum(test["pooled_counts"].values()) == test["images"] * 128 * 128
     # the LSTM stage: pre-trained denoiser, copied into the proposed model, reported
@@ -145,8 +145,8 @@ def test_test_slices_are_scored_at_their_source_resolution():
     assert mask.shape == (8, 8) and mask[:3, :3].all() and not mask[5:, :].any()
     scores = experiment.score_test(probabilities, truths, labels=[1, 3])
     assert sum(scores["pooled_counts"].values()) == 64 + 16  # every source pixel, once
-    assert scores["per_image"][1]["dsc"] == 1.0 and scores["by_type"]["pituitary"] == {"dsc": 1.0, "images": 1}
-    assert scores["by_type"]["glioma"] == {"dsc": None, "images": 0}
+    assert scores["per_image"][1]["dice"] == 1.0 and scores["by_type"]["pituitary"] == {"dice": 1.0, "images": 1}
+    assert scores["by_type"]["glioma"] == {"dice": None, "images": 0}
 
 
 def test_figure_slices_are_one_per_patient_tumour_types_in_turn():

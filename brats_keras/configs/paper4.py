@@ -42,10 +42,10 @@ MODEL_TITLES = {
     "proposed": "Proposed (LSTM + EfficientNet attention U-Net)",
 }
 PAPER_TABLE3 = {
-    "unet": {"dsc": 83.45, "ji": 84.2, "accuracy": 88.03},
-    "attention_unet": {"dsc": 86.12, "ji": 85.50, "accuracy": 91.80},
-    "res_attention_unet": {"dsc": 91.10, "ji": 89.30, "accuracy": 93.35},
-    "proposed": {"dsc": 92.25, "ji": 91.41, "accuracy": 97.03},
+    "unet": {"dice": 83.45, "iou": 84.2, "accuracy": 88.03},
+    "attention_unet": {"dice": 86.12, "iou": 85.50, "accuracy": 91.80},
+    "res_attention_unet": {"dice": 91.10, "iou": 89.30, "accuracy": 93.35},
+    "proposed": {"dice": 92.25, "iou": 91.41, "accuracy": 97.03},
 }
 """Paper 4, Table 3 (percent). The U-Net row's JI 84.2 exceeds its DSC 83.45, which no pair of masks
 allows (JI = DSC / (2 − DSC) ≤ DSC): an audit point, docs/paper4.md."""

@@ -1,5 +1,5 @@
 """Pixel-count scores of one binary segmentation against its reference: overlap counts and paper 4's six
-metrics (DSC, Jaccard, precision, recall, accuracy, F1). Empty conventions as
+metrics (Dice, IoU, precision, sensitivity, accuracy, F1; the paper says DSC, JI, recall). Empty conventions as
 :mod:`brats_keras.evaluation.volumes`' :func:`~brats_keras.evaluation.volumes.dice` and
 :func:`~brats_keras.evaluation.volumes.sensitivity`."""
 
@@ -24,12 +24,12 @@ def overlap_counts(pred, ref) -> dict[str, int]:
 def scores_from_counts(tp: int, fp: int, fn: int, tn: int) -> dict[str, float]:
     """Paper 4's six segmentation metrics (§4.2, eqs. 9–14) from pixel counts.
 
-    ``dsc = 2TP / (2TP + FP + FN)``, ``ji = TP / (TP + FP + FN)``, ``precision = TP / (TP + FP)``,
-    ``recall = TP / (TP + FN)``, ``accuracy = (TP + TN) / all``, ``f1 = 2PR / (P + R)``. Two
-    identities follow from the definitions and hold for every input: ``ji = dsc / (2 − dsc)`` (so
-    ``ji ≤ dsc``) and ``f1 = dsc`` (the harmonic mean of precision and recall *is* the Dice
+    ``dice = 2TP / (2TP + FP + FN)``, ``iou = TP / (TP + FP + FN)``, ``precision = TP / (TP + FP)``,
+    ``sensitivity = TP / (TP + FN)`` (the paper's recall), ``accuracy = (TP + TN) / all``, ``f1 = 2PR / (P + R)``. Two
+    identities follow from the definitions and hold for every input: ``iou = dice / (2 − dice)`` (so
+    ``iou ≤ dice``) and ``f1 = dice`` (the harmonic mean of precision and sensitivity *is* the Dice
     coefficient). Empty conventions as :func:`dice` / :func:`sensitivity`: no reference and no
-    predicted pixel gives 1 for dsc, ji, precision, recall and f1; a rate whose denominator is 0
+    predicted pixel gives 1 for dice, iou, precision, sensitivity and f1; a rate whose denominator is 0
     while the other mask is not empty gives 0.
     """
     counts = (tp, fp, fn, tn)
@@ -39,17 +39,17 @@ def scores_from_counts(tp: int, fp: int, fn: int, tn: int) -> dict[str, float]:
     total = tp + fp + fn + tn
     if total == 0:
         raise ValueError("counts are all zero: no pixels to score")
-    dsc = _dice_from_counts(tp + fp, tp + fn, tp)
+    dice = _dice_from_counts(tp + fp, tp + fn, tp)
     precision = _rate(tp, tp + fp, tp + fn)  # empty prediction: 1 only if the reference is empty too
-    recall = _rate(tp, tp + fn, tp + fp)
+    sensitivity = _rate(tp, tp + fn, tp + fp)
     union = tp + fp + fn
     return {
-        "dsc": dsc,
-        "ji": 1.0 if union == 0 else tp / union,
+        "dice": dice,
+        "iou": 1.0 if union == 0 else tp / union,
         "precision": precision,
-        "recall": recall,
+        "sensitivity": sensitivity,
         "accuracy": (tp + tn) / total,
-        "f1": 0.0 if precision + recall == 0 else 2.0 * precision * recall / (precision + recall),
+        "f1": 0.0 if precision + sensitivity == 0 else 2.0 * precision * sensitivity / (precision + sensitivity),
     }
 
 

@@ -24,7 +24,7 @@ from brats_keras.models.paper4 import efficientnet_weights_file
 from brats_keras.reporting import Column, comparison_table, plot_curve_panels, plot_image_grid
 from brats_keras.training import RunDir
 
-METRICS = ("dsc", "ji", "precision", "recall", "accuracy", "f1")
+METRICS = ("dice", "iou", "precision", "sensitivity", "accuracy", "f1")
 CURVES = (("loss", "training loss (Dice + focal)"), ("val_loss", "validation loss"),
           ("dice", "training DSC"), ("val_dice", "validation DSC"))
 EFFICIENTNET_RUNS = ("effunet", "proposed")
@@ -82,8 +82,8 @@ def score_test(probabilities: np.ndarray, truths: list[np.ndarray], labels) -> d
     summary = aggregate([{"tumour": s} for s in per_image])["tumour"]
     by_type = {}
     for label, name in FIGSHARE_LABELS.items():
-        values = [s["dsc"] for s, lab in zip(per_image, labels) if int(lab) == label]
-        by_type[name] = {"dsc": float(np.mean(values)) if values else None, "images": len(values)}
+        values = [s["dice"] for s, lab in zip(per_image, labels) if int(lab) == label]
+        by_type[name] = {"dice": float(np.mean(values)) if values else None, "images": len(values)}
     return {"mean": {m: summary[m]["mean"] for m in METRICS}, "sd": {m: summary[m]["std"] for m in METRICS},
             "pooled": scores_from_counts(**counts), "pooled_counts": counts, "by_type": by_type,
             "images": len(per_image), "per_image": per_image}
@@ -121,7 +121,7 @@ def table3_row(key: str, entry: dict) -> dict:
            "early_stop": "off" if stop is None else f"epoch {stop['stopped_at']} (best {stop['best_epoch']})"
            if stop["stopped_at"] else f"not triggered (best {stop['best_epoch']})"}
     row.update({m: entry["test"]["mean"][m] for m in METRICS})
-    row.update({f"pooled_{m}": entry["test"]["pooled"][m] for m in ("dsc", "ji")})
+    row.update({f"pooled_{m}": entry["test"]["pooled"][m] for m in ("dice", "iou")})
     return row
 
 
@@ -130,11 +130,11 @@ def tables(results: dict) -> str:
     runs = results["models"]
     sections = []
     paper_rows = [{"model": MODEL_TITLES[k], **v} for k, v in PAPER_TABLE3.items()]
-    columns = [Column("dsc", "DSC (%)", 100, 2), Column("ji", "JI (%)", 100, 2), Column("accuracy", "accuracy (%)", 100, 2),
+    columns = [Column("dice", "DSC (%)", 100, 2), Column("iou", "JI (%)", 100, 2), Column("accuracy", "accuracy (%)", 100, 2),
                Column("precision", "precision (%)", 100, 2, in_paper=False),
-               Column("recall", "recall (%)", 100, 2, in_paper=False), Column("f1", "F1 (%)", 100, 2, in_paper=False),
-               Column("pooled_dsc", "DSC pooled (%)", 100, 2, in_paper=False),
-               Column("pooled_ji", "JI pooled (%)", 100, 2, in_paper=False),
+               Column("sensitivity", "recall (%)", 100, 2, in_paper=False), Column("f1", "F1 (%)", 100, 2, in_paper=False),
+               Column("pooled_dice", "DSC pooled (%)", 100, 2, in_paper=False),
+               Column("pooled_iou", "JI pooled (%)", 100, 2, in_paper=False),
                Column("images", "test images", 1, 0, in_paper=False), Column("epochs", "epochs run", 1, 0, in_paper=False),
                Column("early_stop", "early stopping", in_paper=False)]
     sections.append(comparison_table(
@@ -149,9 +149,9 @@ def tables(results: dict) -> str:
         with_lstm, without = runs["proposed"]["test"]["mean"], runs["effunet"]["test"]["mean"]
         sections.append(
             "### LSTM ablation\n\n"
-            f"DSC with the LSTM stage {100 * with_lstm['dsc']:.2f} %, without {100 * without['dsc']:.2f} % "
-            f"(difference {100 * (with_lstm['dsc'] - without['dsc']):+.2f} points); JI {100 * with_lstm['ji']:.2f} % vs "
-            f"{100 * without['ji']:.2f} %. Both models start from the same network (the run's seed; the untrained "
+            f"DSC with the LSTM stage {100 * with_lstm['dice']:.2f} %, without {100 * without['dice']:.2f} % "
+            f"(difference {100 * (with_lstm['dice'] - without['dice']):+.2f} points); JI {100 * with_lstm['iou']:.2f} % vs "
+            f"{100 * without['iou']:.2f} %. Both models start from the same network (the run's seed; the untrained "
             "LSTM stage is the identity, then it gets its denoising pre-training) and see the same split, augmentation "
             "and schedule. One run of each: docs/paper4.md shows how far such differences move between seeds.")
     enh = results.get("enhancer")
@@ -173,8 +173,8 @@ def tables(results: dict) -> str:
     for key in MODELS:
         if key in runs:
             p = runs[key]["test"]["pooled"]
-            audit.append(f"| {MODEL_TITLES[key]} | {p['dsc']:.4f} | {p['ji']:.4f} | "
-                         f"{p['dsc'] / (2 - p['dsc']):.4f} | {p['f1']:.4f} |")
+            audit.append(f"| {MODEL_TITLES[key]} | {p['dice']:.4f} | {p['iou']:.4f} | "
+                         f"{p['dice'] / (2 - p['dice']):.4f} | {p['f1']:.4f} |")
     sections.append("\n".join(audit))
     by_type = ["### DSC by tumour type (mean over test images)", "",
                "| model | " + " | ".join(FIGSHARE_LABELS.values()) + " |",
@@ -184,7 +184,7 @@ def tables(results: dict) -> str:
             cells = []
             for name in FIGSHARE_LABELS.values():
                 t = runs[key]["test"]["by_type"][name]
-                cells.append("—" if t["dsc"] is None else f"{100 * t['dsc']:.2f} ({t['images']})")
+                cells.append("—" if t["dice"] is None else f"{100 * t['dice']:.2f} ({t['images']})")
             by_type.append(f"| {MODEL_TITLES[key]} | " + " | ".join(cells) + " |")
     sections.append("\n".join(by_type))
     return "\n\n".join(sections)

@@ -144,7 +144,7 @@ def slice_scores(pred: np.ndarray, truth: np.ndarray, counts: dict) -> dict:
     """Dice, IoU and HD95 (pixels) of one slice from its ``overlap_counts``; both empty → 1, 1, 0; one
     empty → 0, 0, the diagonal."""
     c = scores_from_counts(**counts)
-    return {"dice": c["dsc"], "iou": c["ji"],
+    return {"dice": c["dice"], "iou": c["iou"],
             "hd95": hd95(pred, truth, empty_value=float(np.hypot(*truth.shape))), "tumour": bool(truth.any())}
 
 
@@ -168,7 +168,7 @@ def score_segmentation(probabilities: np.ndarray, truths: list[np.ndarray]) -> d
     pooled = scores_from_counts(**counts)
     return {"all": {m: every[m]["mean"] for m in metrics}, "all_sd": {m: every[m]["std"] for m in metrics},
             "tumour": None if with_tumour is None else {m: with_tumour[m]["mean"] for m in metrics},
-            "pooled": {"dice": pooled["dsc"], "iou": pooled["ji"]}, "slices": len(per_slice),
+            "pooled": {"dice": pooled["dice"], "iou": pooled["iou"]}, "slices": len(per_slice),
             "tumour_slices": len(tumour), "per_slice": per_slice}
 
 
