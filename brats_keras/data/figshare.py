@@ -971,7 +971,7 @@ def write_figshare_dataset(out_dir, *, patients: int, slices_per_patient: int, s
     Returns:
         The files written, in order.
     """
-    from tqdm.auto import tqdm
+    from brats_keras.progress import progress_bar
 
     if int(patients) < 1:
         raise BratsKerasError(f"patients must be ≥ 1, got {patients}")
@@ -995,7 +995,7 @@ def write_figshare_dataset(out_dir, *, patients: int, slices_per_patient: int, s
     # Compressing and writing patient n's files (HDF5's deflate) overlaps with synthesising patient n + 1.
     with ThreadPoolExecutor(max_workers=1) as writer:
         pending = None
-        for n in tqdm(range(int(patients)), desc="synthetic figshare", unit="patient", disable=not progress):
+        for n in progress_bar(range(int(patients)), desc="synthetic figshare", unit="patient", disable=not progress):
             rng = np.random.default_rng([int(seed), n])
             slices = synthesize_figshare_patient(rng, 1 + n % 3, int(slices_per_patient), int(size),
                                                  pid=synthetic_pid(seed, n))
@@ -1201,9 +1201,9 @@ def patient_ids(items: Iterable) -> list[str]:
 
 def read_figshare_metas(paths: Iterable, *, progress: bool = False) -> list[FigshareMeta]:
     """:func:`read_figshare_meta` of every slice file (PID and label only), in order."""
-    from tqdm.auto import tqdm
+    from brats_keras.progress import progress_bar
 
-    return [read_figshare_meta(p) for p in tqdm([Path(p) for p in paths], desc="reading patient ids", unit="file",
+    return [read_figshare_meta(p) for p in progress_bar([Path(p) for p in paths], desc="reading patient ids", unit="file",
                                                 disable=not progress)]
 
 
