@@ -81,7 +81,8 @@ def _python(code: str, **env) -> subprocess.CompletedProcess:
 
 
 needs_no_gpu = pytest.mark.skipif(nvidia_gpu_present(), reason="checks the start-up of a machine without a GPU")
-PROBE = ("import os, brats_keras; env = os.environ.get('CUDA_VISIBLE_DEVICES'), os.environ.get('TF_CPP_MIN_LOG_LEVEL'); "
+PROBE = ("import os, brats_keras; "
+         "env = os.environ.get('CUDA_VISIBLE_DEVICES'), os.environ.get('TF_CPP_MIN_LOG_LEVEL'); "
          "import tensorflow as tf; print(tf.config.list_physical_devices('GPU')); print(*env)")
 """Lists the GPUs and prints the two variables as ``import brats_keras`` left them (TensorFlow's own
 import sets ``TF_CPP_MIN_LOG_LEVEL=1`` when it is unset)."""

@@ -284,3 +284,17 @@ def test_fit_to_a_log_file_writes_one_plain_line_per_epoch(tmp_path, monkeypatch
     monkeypatch.setenv(PROGRESS_ENV, "none")
     quiet, quiet_history = _fit_tiny_with_stdout_to_file(tmp_path, "none")
     assert quiet == "" and quiet_history == history  # same seed, same numbers, whatever is printed
+
+
+def test_fit_to_a_log_file_with_the_dwell_table_prints_its_rows_only(tmp_path, monkeypatch):
+    """Paper 3: the dwell callback's table row is the epoch's one line (no EpochLine beside it)."""
+    from brats_keras.callbacks import DwellLearningRate
+    from brats_keras.progress import PROGRESS_ENV
+
+    monkeypatch.delenv(PROGRESS_ENV, raising=False)
+    dwell = DwellLearningRate(threshold=0.0, accuracy_key="mae", val_accuracy_key="val_mae")
+    text, _ = _fit_tiny_with_stdout_to_file(tmp_path, "dwell", callbacks=[dwell])
+    lines = text.splitlines()
+    assert lines[0].split() == list(DwellLearningRate.COLUMNS) and not any(c in text for c in "\r\x1b\b")
+    assert [line.split()[0] for line in lines[1:3]] == ["1", "2"] and not any(x.startswith("epoch") for x in lines)
+    assert lines[-1].startswith("restored the best weights") and len(lines) == 4

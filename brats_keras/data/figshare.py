@@ -1203,8 +1203,8 @@ def read_figshare_metas(paths: Iterable, *, progress: bool = False) -> list[Figs
     """:func:`read_figshare_meta` of every slice file (PID and label only), in order."""
     from brats_keras.progress import progress_bar
 
-    return [read_figshare_meta(p) for p in progress_bar([Path(p) for p in paths], desc="reading patient ids", unit="file",
-                                                disable=not progress)]
+    return [read_figshare_meta(p) for p in progress_bar([Path(p) for p in paths], desc="reading patient ids",
+                                                        unit="file", disable=not progress)]
 
 
 def read_patient_ids(paths: Iterable, *, progress: bool = False) -> dict[Path, str]:
