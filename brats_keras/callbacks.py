@@ -1,4 +1,6 @@
-"""Training callbacks: paper 3's "dwell" learning-rate callback, epoch-table recording, timing.
+"""Training callbacks: paper 3's "dwell" learning-rate callback, epoch-table recording, the one-line
+epoch log (:class:`EpochLine`, what :func:`brats_keras.training.fit` shows when standard output is
+not a terminal), resumable early stopping and LR reduction.
 
 The dwell callback (paper 3, ``002_1845296d8be7a3a0.txt`` §5; REPLICATION.md) follows the widely
 used Keras learning-rate callback the paper describes:
@@ -24,17 +26,21 @@ from __future__ import annotations
 import math
 import sys
 import time
-from typing import Any, TextIO
+from typing import Any, Sequence, TextIO
 
 import keras
 import numpy as np
 
+from brats_keras.progress import progress_mode
+
 
 def get_learning_rate(model: keras.Model) -> float:
+    """The optimizer's current learning rate as a float (a schedule's value at the current step)."""
     return float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
 
 
 def set_learning_rate(model: keras.Model, value: float) -> None:
+    """Assign ``value`` to the optimizer's learning-rate variable (a schedule cannot be set)."""
     lr = model.optimizer.learning_rate
     if not hasattr(lr, "assign"):
         raise ValueError(
@@ -267,6 +273,98 @@ class DwellLearningRate(keras.callbacks.Callback):
 
     def _print(self, text: str) -> None:
         print(text, file=self.stream or sys.stdout, flush=True)
+
+    @property
+    def prints_epoch_rows(self) -> bool:
+        """True when this callback prints its own row per epoch (``verbose``): in a log file that row
+        is the epoch's line, and :func:`fit_progress` adds no :class:`EpochLine` beside it."""
+        return bool(self.verbose)
+
+
+def format_log_value(value: float) -> str:
+    """A log value as Keras' progress bar shows it: 4 decimals, or 4 significant digits in
+    scientific notation below 1e-3 in magnitude (``0.0534``, ``6.3980e-09``)."""
+    return f"{value:.4f}" if abs(value) > 1e-3 else f"{value:.4e}"
+
+
+class EpochLine(keras.callbacks.Callback):
+    """One plain line per epoch, flushed: what a log file shows instead of Keras' progress bar.
+
+    ``epoch  3/20 - loss: 0.0534 - accuracy: 0.9892 - val_loss: 0.0304 - lr: 0.001 - 6.2 s``: the
+    1-based epoch over ``params["epochs"]`` (padded to its width), every numeric value of the epoch
+    logs in the order Keras gives them with the ``val_*`` ones after the training ones (precision as
+    :func:`format_log_value`), the learning rate (``learning_rate`` / ``lr`` from the logs, else the
+    optimizer's current value, 3 significant digits; left out when neither exists) and the epoch's
+    seconds, training and validation together. No carriage return or ANSI code is written. Plain
+    Python and the Keras callback API, so it runs on every backend. ``stream`` defaults to
+    ``sys.stdout`` at the time of printing.
+    """
+
+    LR_KEYS = ("learning_rate", "lr")
+
+    def __init__(self, stream: TextIO | None = None):
+        super().__init__()
+        self.stream = stream
+        self._epoch_start = time.perf_counter()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        seconds = time.perf_counter() - self._epoch_start
+        print(self.format_line(epoch, logs or {}, seconds), file=self.stream or sys.stdout, flush=True)
+
+    def format_line(self, epoch: int, logs: dict[str, Any], seconds: float) -> str:
+        """The line for 0-based ``epoch`` with these ``logs``, which took ``seconds``."""
+        epochs = (self.params or {}).get("epochs")
+        number = epoch + 1
+        head = f"epoch {number:>{len(str(epochs))}}/{epochs}" if epochs else f"epoch {number}"
+        values = {k: v for k, v in logs.items() if k not in self.LR_KEYS and _is_number(v)}
+        ordered = [k for k in values if not k.startswith("val_")] + [k for k in values if k.startswith("val_")]
+        cells = [head] + [f"{k}: {format_log_value(float(values[k]))}" for k in ordered]
+        lr = next((logs[k] for k in self.LR_KEYS if k in logs and _is_number(logs[k])), None)
+        if lr is None:
+            lr = self._optimizer_lr()
+        if lr is not None:
+            cells.append(f"lr: {float(lr):.3g}")
+        cells.append(f"{seconds:.1f} s")
+        return " - ".join(cells)
+
+    def _optimizer_lr(self) -> float | None:
+        try:
+            return get_learning_rate(self.model)
+        except (AttributeError, TypeError, ValueError):  # no model, no optimizer, or no scalar rate
+            return None
+
+
+def _is_number(value: Any) -> bool:
+    """True for a scalar a log line can print (Python or NumPy number, 0-d array or tensor)."""
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return False
+    return not isinstance(value, (str, bytes))
+
+
+def fit_progress(callbacks: Sequence[keras.callbacks.Callback] = (),
+                 verbose: int | str | None = None) -> tuple[int | str, list[keras.callbacks.Callback]]:
+    """The ``verbose`` to pass ``model.fit`` and the callbacks to put first, for progress on stdout.
+
+    An explicit ``verbose`` wins (returned as is, nothing added). With ``verbose=None`` the mode of
+    :func:`brats_keras.progress.progress_mode` for ``sys.stdout`` decides (``BRATS_KERAS_PROGRESS``
+    forces one): ``bar`` → ``"auto"`` (Keras' progress bar); ``line`` → ``0`` plus an
+    :class:`EpochLine`, unless one of ``callbacks`` prints its own row per epoch
+    (``prints_epoch_rows``, e.g. a verbose :class:`DwellLearningRate`: its table row is then the
+    epoch's one line); ``none`` → ``0`` and no line.
+    """
+    if verbose is not None:
+        return verbose, []
+    mode = progress_mode(sys.stdout)
+    if mode == "bar":
+        return "auto", []
+    if mode == "line" and not any(getattr(cb, "prints_epoch_rows", False) for cb in callbacks):
+        return 0, [EpochLine()]
+    return 0, []
 
 
 class EpochTable(keras.callbacks.Callback):

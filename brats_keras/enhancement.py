@@ -24,6 +24,8 @@ from dataclasses import asdict, dataclass
 import keras
 import numpy as np
 
+from brats_keras.callbacks import fit_progress
+
 __all__ = [
     "NOISE_KINDS",
     "DenoisingPairs",
@@ -177,7 +179,7 @@ class DenoisingPairs(keras.utils.PyDataset):
 
 
 def pretrain_enhancer(model: keras.Model, clean_train, clean_val=None, *, noise: NoiseSettings, epochs: int,
-                      batch_size: int, learning_rate: float = 1e-3, seed: int = 0, verbose="auto",
+                      batch_size: int, learning_rate: float = 1e-3, seed: int = 0, verbose=None,
                       callbacks=None) -> dict:
     """Pre-train an enhancer (e.g. ``create_model("lstm_enhancer")``) as a denoiser; return the history.
 
@@ -193,7 +195,8 @@ def pretrain_enhancer(model: keras.Model, clean_train, clean_val=None, *, noise:
         epochs, batch_size: as ``model.fit``.
         learning_rate: RMSprop's learning rate.
         seed: seeds the order of the images and, with ``noise.seed``, every batch's noise.
-        verbose: as ``model.fit``.
+        verbose: as ``model.fit``; ``None`` (default): a progress bar on a terminal, one line per
+            epoch in a log file (:func:`brats_keras.callbacks.fit_progress`).
         callbacks: passed to ``model.fit`` (checkpointing, logging).
 
     Returns:
@@ -212,8 +215,9 @@ def pretrain_enhancer(model: keras.Model, clean_train, clean_val=None, *, noise:
         noisy_val = corrupt(clean_val, noise, np.random.default_rng([noise.seed, seed, _VAL_STREAM]))
         validation = (noisy_val, clean_val)
     model.compile(optimizer=keras.optimizers.RMSprop(learning_rate), loss="mse")
+    verbose, shown = fit_progress(callbacks or (), verbose)
     history = model.fit(train, validation_data=validation, validation_batch_size=batch_size, epochs=epochs,
-                        verbose=verbose, callbacks=callbacks)
+                        verbose=verbose, callbacks=[*shown, *(callbacks or ())])
     return {key: [float(v) for v in values] for key, values in history.history.items()}
 
 

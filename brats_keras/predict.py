@@ -23,7 +23,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from tqdm.auto import tqdm
 
 from brats_keras.data.brats import CaseFiles, find_cases, load_case, write_label_nifti
 from brats_keras.data.correction import correct_image
@@ -34,6 +33,7 @@ from brats_keras.inference import (
     BLENDINGS, InferenceSpec, count_windows, predict_volume_2d, predict_volume_3d, slices_to_predict,
 )
 from brats_keras.io import atomic_write_json
+from brats_keras.progress import progress_bar, progress_write
 
 PREDICTIONS_FILE = "predictions.json"
 DEFAULT_BATCH = {"slices2d": 16, "volume3d": 1}
@@ -181,7 +181,7 @@ def predict_folder(model_path: str | Path, data_dir: str | Path, out_dir: str | 
     roi = check_model_matches_spec(predictor, spec)
     out_dir.mkdir(parents=True, exist_ok=True)
     manifest_path = out_dir / PREDICTIONS_FILE
-    say = tqdm.write if progress else (lambda _message: None)
+    say = progress_write if progress else (lambda _message: None)
     say(f"model: {model_path} ({spec.kind}, {spec.experiment or 'experiment unknown'} / "
         f"{spec.model or 'model unknown'}; pre-processing from {spec_source})")
     if spec.synthetic or synthetic_data:
@@ -223,7 +223,7 @@ def predict_folder(model_path: str | Path, data_dir: str | Path, out_dir: str | 
                 total, unit = len(slices_to_predict(case.image, spec.slices, "all", settings.skip_empty)), "slice"
             else:
                 total, unit = count_windows(case.image.shape[:3], roi, settings.overlap), "window"
-            with tqdm(total=total, desc=f"[{index + 1}/{len(todo)}] {files.case_id}", unit=unit, leave=False,
+            with progress_bar(total=total, desc=f"[{index + 1}/{len(todo)}] {files.case_id}", unit=unit, leave=False,
                       disable=not progress) as bar:
                 t0 = time.perf_counter()
                 if spec.kind == "slices2d":

@@ -23,7 +23,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from brats_keras.data.brats import case_folders, detect_layout, find_cases, read_label_with_grid
 from brats_keras.data.layout import LABEL_KEY, NIFTI_SUFFIXES
@@ -31,6 +30,7 @@ from brats_keras.data.synthetic import is_synthetic_dataset
 from brats_keras.errors import DataError
 from brats_keras.evaluation import METRICS, REGIONS, aggregate, evaluate_case
 from brats_keras.io import atomic_write_text
+from brats_keras.progress import progress_bar
 
 SUMMARY_ROWS: dict[str, str] = {"Mean": "mean", "StdDev": "std", "Median": "median",
                                 "25quantile": "p25", "75quantile": "p75"}
@@ -124,7 +124,7 @@ def score_folder(pred_dir: str | Path, label_dir: str | Path, *, workers: int = 
 
     cases = {}
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        for case_id, result, problem in tqdm(pool.map(one, ids), total=len(ids), desc="scoring", unit="case",
+        for case_id, result, problem in progress_bar(pool.map(one, ids), total=len(ids), desc="scoring", unit="case",
                                              disable=not progress):
             if problem is not None:
                 failed[case_id] = problem

@@ -10,7 +10,9 @@
 * :func:`fit` trains with a :class:`ResumableCheckpoint`: after every epoch the model (with its
   optimizer state), the history and the state of resumable callbacks are written atomically, so a
   killed run continues from its last finished epoch with every epoch in ``history.csv`` exactly
-  once.
+  once. Progress on standard output follows :func:`brats_keras.callbacks.fit_progress`: Keras'
+  progress bar on a terminal, one plain line per epoch otherwise (``BRATS_KERAS_PROGRESS`` forces
+  ``bar``, ``line`` or ``none``; docs/engine.md, "Logs").
 
 This module is TensorFlow-specific (tf.distribute); models, layers, losses and metrics are not.
 """
@@ -27,6 +29,7 @@ from typing import Any, Callable, Sequence
 import keras
 import numpy as np
 
+from brats_keras.callbacks import fit_progress
 from brats_keras.errors import BratsKerasError
 from brats_keras.export import load_model
 from brats_keras.io import atomic_path, atomic_write_json, read_history_csv, write_history_csv
@@ -267,7 +270,7 @@ def fit(
     strategy=None,
     resume: bool = False,
     tensorboard: bool = True,
-    verbose: int | str = "auto",
+    verbose: int | str | None = None,
 ) -> tuple[keras.Model, dict[str, list[float]]]:
     """Build (inside the strategy's scope) and train a model, or continue an interrupted run.
 
@@ -276,6 +279,13 @@ def fit(
     ``state()``/``load_state()`` get their state back. A run whose callbacks had stopped it (early
     stopping) is finished, not continued. Returns the model and the full history (every epoch
     once, resumed or not).
+
+    ``verbose=None`` (the default) chooses the progress output: Keras' progress bar when standard
+    output is a terminal; otherwise no bar and one flushed plain line per epoch (epoch i/N, every log
+    value, the learning rate, the epoch's seconds; :class:`~brats_keras.callbacks.EpochLine`), or no
+    extra line when a callback prints its own per-epoch row (paper 3's dwell table). The environment
+    variable ``BRATS_KERAS_PROGRESS=bar|line|none`` forces the mode; an explicit ``verbose`` (as
+    ``model.fit`` takes it) wins over both.
     """
     strategy = strategy or select_strategy("one")
     resumables = resumable_callbacks(callbacks)
@@ -290,7 +300,8 @@ def fit(
             cb.set_model(model)
             cb.on_train_end()
         return model, history
-    all_callbacks = list(callbacks) + [ResumableCheckpoint(run, history, resumables)]
+    verbose, progress = fit_progress(callbacks, verbose)
+    all_callbacks = progress + list(callbacks) + [ResumableCheckpoint(run, history, resumables)]
     if tensorboard:
         all_callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run.logs), write_graph=False))
     model.fit(

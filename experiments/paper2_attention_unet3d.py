@@ -18,6 +18,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import brats_keras  # noqa: F401  (first: it quiets TensorFlow's start-up on a machine without a GPU)
 import keras
 import numpy as np
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import sys
 
+import brats_keras  # noqa: F401  (first: it quiets TensorFlow's start-up on a machine without a GPU)
 import keras
 import numpy as np
 

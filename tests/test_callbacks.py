@@ -1,17 +1,21 @@
-"""The dwell learning-rate callback driven by scripted epoch logs, and the epoch-table recorder."""
+"""The dwell learning-rate callback driven by scripted epoch logs, the epoch-table recorder, the
+one-line epoch log and the progress mode (bar / line / none)."""
 
 from __future__ import annotations
 
 import io
 import json
+import re
 
 import keras
 import numpy as np
 import pytest
 
 from brats_keras.callbacks import (
-    DwellLearningRate, EpochTable, ResumableEarlyStopping, ResumableReduceLROnPlateau, get_learning_rate,
+    DwellLearningRate, EpochLine, EpochTable, ResumableEarlyStopping, ResumableReduceLROnPlateau, fit_progress,
+    get_learning_rate,
 )
+from brats_keras.progress import PROGRESS_ENV, LineProgress, progress_bar, progress_mode
 
 pytestmark = pytest.mark.backend_agnostic
 
@@ -247,3 +251,99 @@ def test_plateau_callbacks_and_the_early_stopping_record():
         only_stop.on_epoch_end(epoch, {"val_loss": loss})
     assert early_stopping_record([reduce, only_stop]) == {"monitor": "val_loss", "patience": 2, "best_epoch": 2,
                                                           "stopped_at": 4}
+
+
+# --- the one-line epoch log and the progress mode ----------------------------------------------
+EPOCH_LOGS = {"accuracy": 0.98921, "dice_et": 6.398e-09, "loss": 0.05342, "mean_iou": np.float32(0.2473),
+              "val_accuracy": 0.99391, "val_loss": 0.03041}
+
+
+def no_control_characters(text: str) -> bool:
+    return "\r" not in text and "\x1b" not in text and "\b" not in text
+
+
+def test_epoch_line_exact_format_and_learning_rate_sources():
+    model = tiny_model(lr=0.001)
+    line = EpochLine()
+    line.set_model(model)
+    line.set_params({"epochs": 12, "steps": 3, "verbose": 0})
+    # training values in Keras' order, then val_*; 4 decimals, scientific below 1e-3; optimizer LR
+    assert line.format_line(2, EPOCH_LOGS, 6.24) == (
+        "epoch  3/12 - accuracy: 0.9892 - dice_et: 6.3980e-09 - loss: 0.0534 - mean_iou: 0.2473"
+        " - val_accuracy: 0.9939 - val_loss: 0.0304 - lr: 0.001 - 6.2 s")
+    # an LR in the logs (LearningRateScheduler, the dwell callback) wins and is not printed twice
+    assert line.format_line(11, {"loss": 1.5, "learning_rate": 5e-05, "lr": 0.3}, 61.04) == (
+        "epoch 12/12 - loss: 1.5000 - lr: 5e-05 - 61.0 s")
+    # no model: no LR cell; no params: no "/N"; non-numeric log values are left out
+    bare = EpochLine()
+    assert bare.format_line(0, {"loss": 0.25, "note": "x"}, 0.04) == "epoch 1 - loss: 0.2500 - 0.0 s"
+
+
+def test_epoch_line_prints_one_flushed_plain_line_per_epoch(capsys):
+    model = tiny_model(lr=0.001)
+    line = EpochLine()
+    line.set_model(model)
+    line.set_params({"epochs": 2})
+    for epoch in range(2):
+        line.on_epoch_begin(epoch)
+        line.on_epoch_end(epoch, dict(EPOCH_LOGS))
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert len(lines) == 2 and out.endswith("\n") and no_control_characters(out)
+    for number, text in enumerate(lines, 1):
+        assert re.fullmatch(rf"epoch {number}/2 - accuracy: 0\.9892 - .* - val_loss: 0\.0304 - lr: 0\.001 - "
+                            r"\d+\.\d s", text), text
+
+
+def test_fit_progress_chooses_by_terminal_env_and_explicit_verbose(monkeypatch, capsys):
+    monkeypatch.delenv(PROGRESS_ENV, raising=False)
+    verbose, extra = fit_progress([])  # stdout is captured here: not a terminal
+    assert verbose == 0 and [type(cb) for cb in extra] == [EpochLine]
+    assert fit_progress([], verbose=1) == (1, [])  # explicit verbose wins
+    assert fit_progress([], verbose="auto") == ("auto", [])
+    monkeypatch.setattr("sys.stdout.isatty", lambda: True)
+    assert fit_progress([]) == ("auto", [])  # a terminal: Keras' bar as before
+    for forced, expected in (("bar", ("auto", [])), (" NONE ", (0, []))):
+        monkeypatch.setenv(PROGRESS_ENV, forced)
+        assert fit_progress([]) == expected
+    monkeypatch.setenv(PROGRESS_ENV, "line")
+    assert [type(cb) for cb in fit_progress([])[1]] == [EpochLine]
+    # the dwell table prints its own row per epoch: that row is the epoch's line, no second one
+    assert fit_progress([DwellLearningRate(verbose=True)]) == (0, [])
+    assert [type(cb) for cb in fit_progress([DwellLearningRate(verbose=False)])[1]] == [EpochLine]
+    monkeypatch.setenv(PROGRESS_ENV, "bars")
+    with pytest.raises(ValueError, match="bar, line, none"):
+        progress_mode()
+
+
+def test_progress_mode_follows_the_stream(monkeypatch):
+    monkeypatch.delenv(PROGRESS_ENV, raising=False)
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    assert progress_mode(Terminal()) == "bar"
+    assert progress_mode(io.StringIO()) == "line"
+    assert progress_mode(object()) == "line"  # no isatty at all
+
+
+def test_line_progress_prints_plain_lines(monkeypatch):
+    buf = io.StringIO()
+    bar = LineProgress(["a", "b", "c"], desc="reading", unit="file", file=buf, interval=0.0)
+    assert list(bar) == ["a", "b", "c"]
+    lines = buf.getvalue().splitlines()
+    assert no_control_characters(buf.getvalue()) and len(lines) == 4  # one per update (interval 0) + the end
+    assert re.fullmatch(r"reading: 1/3 files \(33%\), \d+\.\d s", lines[0]), lines[0]
+    assert re.fullmatch(r"reading: 3/3 files, \d+\.\d s", lines[-1]), lines[-1]
+    quiet = io.StringIO()
+    with LineProgress(total=1, desc="case 1", unit="slice", leave=False, file=quiet) as bar:
+        bar.update(1)  # the default interval (30 s) has not passed: nothing until the end
+    assert quiet.getvalue() == ""  # leave=False: no final line either
+    monkeypatch.setenv(PROGRESS_ENV, "line")
+    assert isinstance(progress_bar(range(2), desc="x", file=io.StringIO()), LineProgress)
+    monkeypatch.setenv(PROGRESS_ENV, "none")
+    silent = io.StringIO()
+    assert sum(progress_bar(range(4), desc="x", file=silent)) == 6 and silent.getvalue() == ""
+    monkeypatch.setenv(PROGRESS_ENV, "bar")
+    assert not isinstance(progress_bar(range(2), desc="x", file=io.StringIO()), LineProgress)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import keras
+import numpy as np
 import pytest
 
 from brats_keras.configs import ExperimentConfig, ModelConfig, TrainConfig, apply_overrides, config_to_dict, \
@@ -46,6 +47,23 @@ def test_make_optimizer(name, cls):
     assert isinstance(opt, cls)
     assert float(keras.ops.convert_to_numpy(opt.learning_rate)) == pytest.approx(0.01)
     assert opt.weight_decay == pytest.approx(1e-4)
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 0.1])
+def test_adamw_weight_decay_zero_means_none(weight_decay):
+    """AdamW with weight_decay 0 leaves a weight whose gradient is zero unchanged after a step (it
+    was silently 0.004 before); with 0.1 it shrinks the weight by lr · wd (decoupled decay)."""
+    lr = 0.01
+    opt = make_optimizer(TrainConfig(epochs=1, batch_size=1, optimizer="adamw", learning_rate=lr,
+                                     weight_decay=weight_decay))
+    assert opt.weight_decay == weight_decay
+    start = np.array([2.0, -3.0, 0.5], dtype="float32")
+    weight = keras.Variable(start)
+    opt.apply_gradients([(keras.ops.zeros_like(weight), weight)])
+    after = keras.ops.convert_to_numpy(weight)
+    np.testing.assert_allclose(after, start * (1.0 - lr * weight_decay), rtol=0, atol=1e-7)
+    if weight_decay == 0:
+        np.testing.assert_array_equal(after, start)
 
 
 def test_bad_train_config():

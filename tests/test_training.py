@@ -219,3 +219,64 @@ def test_a_run_stopped_early_is_finished_on_resume_not_continued(tmp_path):
     _, resumed = train(resume=True)
     assert len(resumed["loss"]) == 3  # finished, not continued to epoch 10
     assert run.checkpoint_epochs() == 3
+
+
+def _fit_tiny_with_stdout_to_file(tmp_path, name: str, **kwargs) -> tuple[str, dict]:
+    """``training.fit`` of a 2-epoch dense model with ``sys.stdout`` sent to a file (as under nohup
+    or ``> run.log``); the file's text and the history."""
+    import contextlib
+
+    import tensorflow as tf
+
+    from brats_keras.training import fit
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(16, 4)).astype("float32"), rng.normal(size=(16, 1)).astype("float32")
+    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
+
+    def build():
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+        model.compile(optimizer=keras.optimizers.Adam(0.01), loss="mse", metrics=["mae"])
+        return model
+
+    log = tmp_path / f"{name}.log"
+    with open(log, "w", encoding="utf-8") as fh, contextlib.redirect_stdout(fh):
+        _, history = fit(build, data, run=RunDir.create(tmp_path / name, "paperX"), epochs=2, validation_data=data,
+                         tensorboard=False, **kwargs)
+    return log.read_text(encoding="utf-8"), history
+
+
+def test_fit_to_a_log_file_writes_one_plain_line_per_epoch(tmp_path, monkeypatch):
+    import re
+
+    from brats_keras.progress import PROGRESS_ENV
+
+    monkeypatch.delenv(PROGRESS_ENV, raising=False)
+    text, history = _fit_tiny_with_stdout_to_file(tmp_path, "auto")
+    lines = text.splitlines()
+    assert len(lines) == 2 and not any(c in text for c in "\r\x1b\b"), text
+    for epoch, line in enumerate(lines):
+        expected = (f"epoch {epoch + 1}/2 - loss: {history['loss'][epoch]:.4f} - mae: {history['mae'][epoch]:.4f}"
+                    f" - val_loss: {history['val_loss'][epoch]:.4f} - val_mae: {history['val_mae'][epoch]:.4f}"
+                    " - lr: 0.01 - ")
+        assert line.startswith(expected) and re.fullmatch(r"\d+\.\d s", line[len(expected):]), line
+    # an explicit verbose wins (no epoch line), and BRATS_KERAS_PROGRESS=none silences the epochs
+    assert _fit_tiny_with_stdout_to_file(tmp_path, "explicit", verbose=0)[0] == ""
+    monkeypatch.setenv(PROGRESS_ENV, "none")
+    quiet, quiet_history = _fit_tiny_with_stdout_to_file(tmp_path, "none")
+    assert quiet == "" and quiet_history == history  # same seed, same numbers, whatever is printed
+
+
+def test_fit_to_a_log_file_with_the_dwell_table_prints_its_rows_only(tmp_path, monkeypatch):
+    """Paper 3: the dwell callback's table row is the epoch's one line (no EpochLine beside it)."""
+    from brats_keras.callbacks import DwellLearningRate
+    from brats_keras.progress import PROGRESS_ENV
+
+    monkeypatch.delenv(PROGRESS_ENV, raising=False)
+    dwell = DwellLearningRate(threshold=0.0, accuracy_key="mae", val_accuracy_key="val_mae")
+    text, _ = _fit_tiny_with_stdout_to_file(tmp_path, "dwell", callbacks=[dwell])
+    lines = text.splitlines()
+    assert lines[0].split() == list(DwellLearningRate.COLUMNS) and not any(c in text for c in "\r\x1b\b")
+    assert [line.split()[0] for line in lines[1:3]] == ["1", "2"] and not any(x.startswith("epoch") for x in lines)
+    assert lines[-1].startswith("restored the best weights") and len(lines) == 4

@@ -268,12 +268,14 @@ def make_metrics(specs) -> list:
 
 def make_optimizer(train: TrainConfig) -> keras.optimizers.Optimizer:
     """The Keras optimiser a :class:`TrainConfig` describes (learning rate as a variable, so
-    learning-rate callbacks can change it)."""
+    learning-rate callbacks can change it). ``weight_decay`` 0 means no decay for every optimiser
+    (AdamW gets ``weight_decay=0.0``, which Keras applies as ``w -= w · 0 · lr``: a no-op; the others
+    get ``None``, Keras' "no decay")."""
     decay = train.weight_decay or None
     if train.optimizer == "adam":
         return keras.optimizers.Adam(train.learning_rate, weight_decay=decay)
     if train.optimizer == "adamw":
-        return keras.optimizers.AdamW(train.learning_rate, weight_decay=train.weight_decay or 0.004)
+        return keras.optimizers.AdamW(train.learning_rate, weight_decay=float(train.weight_decay))
     if train.optimizer == "rmsprop":
         return keras.optimizers.RMSprop(train.learning_rate, weight_decay=decay)
     return keras.optimizers.SGD(train.learning_rate, weight_decay=decay)

@@ -34,6 +34,7 @@ from brats_keras.data.prepared import PreparedArrayCache, PreparedIndex
 from brats_keras.data.synthetic import SYNTHETIC_MARKER, write_atomic
 from brats_keras.errors import BratsKerasError, DataError
 from brats_keras.io import atomic_write_json, default_cache_dir
+from brats_keras.progress import progress_bar
 
 CLASSES = ("glioma", "meningioma", "notumor", "pituitary")
 """Class index → the release's folder name (alphabetical, as Keras' ``image_dataset_from_directory`` orders them)."""
@@ -196,8 +197,6 @@ def write_brain_mri_dataset(out_dir, *, per_class: dict[str, int] | int, test_pe
         The files written.
     """
     from PIL import Image
-    from tqdm.auto import tqdm
-
     counts = {}
     for part, spec in (("Training", per_class), ("Testing", test_per_class)):
         counts[part] = {c: int(spec if isinstance(spec, int) else spec.get(c, 0)) for c in CLASSES}
@@ -209,7 +208,7 @@ def write_brain_mri_dataset(out_dir, *, per_class: dict[str, int] | int, test_pe
     written = []
     jobs = [(part, c, k) for part in PARTS for c in CLASSES for k in range(counts[part][c])]
     short = {"glioma": "gl", "meningioma": "me", "notumor": "no", "pituitary": "pi"}
-    for part, c, k in tqdm(jobs, desc="synthetic brain-tumor-mri", unit="image", disable=not progress):
+    for part, c, k in progress_bar(jobs, desc="synthetic brain-tumor-mri", unit="image", disable=not progress):
         rng = np.random.default_rng([int(seed), PARTS.index(part), CLASSES.index(c), k])
         base = int(rng.choice(_SIZES))
         base = min(base, max_size) if max_size else base

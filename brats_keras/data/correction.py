@@ -28,12 +28,12 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-from tqdm.auto import tqdm
 
 from brats_keras.data.brats import CaseFiles, find_cases, load_case, write_nifti_like
 from brats_keras.data.layout import MODALITIES
 from brats_keras.errors import DataError
 from brats_keras.io import atomic_path, atomic_write_json, read_json_or_none
+from brats_keras.progress import progress_bar, progress_write
 
 MANIFEST_NAME = "correction_manifest.json"
 MANIFEST_FORMAT = 1
@@ -278,7 +278,7 @@ def correct_dataset(data_dir: str | Path, out_dir: str | Path, settings: Correct
     atomic_write_json(manifest_path, manifest)
     parallel = workers > 1 and len(todo) > 1
     jobs = [(files, out_dir, settings, 1 if parallel else 0) for files in todo]
-    bar = tqdm(total=len(jobs), desc="bias correction", unit="case", disable=not progress)
+    bar = progress_bar(total=len(jobs), desc="bias correction", unit="case", disable=not progress)
     if parallel:
         with ProcessPoolExecutor(max_workers=workers) as pool:
             results = pool.map(_correct_one, jobs)
@@ -297,5 +297,5 @@ def _record(manifest: dict, path: Path, case_id: str, entry: dict, bar) -> None:
     manifest["cases"][case_id] = entry
     atomic_write_json(path, manifest)
     if entry["status"] == "failed":
-        tqdm.write(f"{case_id}: FAILED — {entry['error']}")
+        progress_write(f"{case_id}: FAILED — {entry['error']}")
     bar.update(1)

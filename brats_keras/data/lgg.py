@@ -32,6 +32,7 @@ from brats_keras.data.slices2d import resize_images
 from brats_keras.data.synthetic import SYNTHETIC_MARKER, synthesize_case, write_atomic
 from brats_keras.errors import BratsKerasError, DataError
 from brats_keras.io import atomic_write_json, default_cache_dir
+from brats_keras.progress import progress_bar
 
 LGG_SIZE = 256
 _IMAGE = re.compile(r"^(?P<patient>.+)_(?P<k>\d+)\.tif$", re.IGNORECASE)
@@ -198,15 +199,13 @@ def write_lgg_dataset(out_dir, *, patients: int, slices: int = 24, seed: int = 0
     Returns:
         The image files written.
     """
-    from tqdm.auto import tqdm
-
     if int(patients) < 1 or int(slices) < 1 or int(size) < 16:
         raise BratsKerasError(f"need patients ≥ 1, slices ≥ 1, size ≥ 16, got {patients}, {slices}, {size}")
     out_dir = Path(out_dir)
     root = out_dir / "kaggle_3m"
     written = []
     grid = (96, 96, 60)  # a coarse BraTS-like volume per patient; slices are resized to ``size``
-    for n in tqdm(range(int(patients)), desc="synthetic lgg", unit="patient", disable=not progress):
+    for n in progress_bar(range(int(patients)), desc="synthetic lgg", unit="patient", disable=not progress):
         case = synthesize_case(np.random.default_rng([int(seed), n]), grid)
         channels = []
         for modality in ("t1", "flair", "t1ce"):

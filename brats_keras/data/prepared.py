@@ -28,6 +28,7 @@ import numpy as np
 
 from brats_keras.errors import DataError
 from brats_keras.io import atomic_path, atomic_save_npy, atomic_write_json, default_cache_dir, read_json_or_none
+from brats_keras.progress import progress_bar
 
 ON_ERROR = ("raise", "skip")
 FORMAT_VERSION = 3
@@ -143,8 +144,6 @@ class PreparedArrayCache:
     def _build(self, folder: Path, paths: list[Source], progress: bool) -> tuple[list[int], list[dict], list[dict]]:
         from contextlib import ExitStack
 
-        from tqdm.auto import tqdm
-
         rows, records, skipped = [], [], []
         if not paths:  # an empty part of a split: empty arrays (an empty file cannot be memory-mapped)
             for name, (shape, dtype) in self.specs.items():
@@ -155,7 +154,7 @@ class PreparedArrayCache:
             out = {name: np.lib.format.open_memmap(tmps[name], mode="w+", dtype=dtype, shape=(len(paths), *shape))
                    for name, (shape, dtype) in self.specs.items()}
             pool = stack.enter_context(ThreadPoolExecutor(max_workers=self.workers))
-            bar = stack.enter_context(tqdm(total=len(paths), desc=self.desc, unit="file", disable=not progress))
+            bar = stack.enter_context(progress_bar(total=len(paths), desc=self.desc, unit="file", disable=not progress))
 
             def one(source):
                 try:

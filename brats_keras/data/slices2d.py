@@ -24,12 +24,12 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from brats_keras.data.brats import CaseFiles, load_case
 from brats_keras.data.layout import MODALITIES, NUM_CLASSES, to_class_indices
 from brats_keras.errors import DataError
 from brats_keras.io import atomic_save_npy, atomic_write_json, default_cache_dir
+from brats_keras.progress import progress_bar
 
 CACHE_FORMAT_VERSION = 1
 NORMALIZATIONS = ("max", "zscore", "none")
@@ -220,7 +220,7 @@ class SliceCache:
         todo = [i for i, e in enumerate(entries) if e is None]
         if todo:
             workers = workers or min(4, os.cpu_count() or 1)
-            with ThreadPoolExecutor(max_workers=workers) as pool, tqdm(
+            with ThreadPoolExecutor(max_workers=workers) as pool, progress_bar(
                 total=len(todo), desc="caching 2D slices", unit="case", disable=not progress
             ) as bar:
                 for i, entry in zip(todo, pool.map(lambda j: self.build(cases[j]), todo)):

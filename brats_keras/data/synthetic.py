@@ -54,6 +54,7 @@ from brats_keras.data.layout import (
 )
 from brats_keras.errors import BratsKerasError
 from brats_keras.io import atomic_write_json, default_cache_dir
+from brats_keras.progress import progress_bar
 
 NECROTIC, EDEMA, ENHANCING = 1, 2, 4
 """BraTS label values written to the ``seg`` file."""
@@ -575,8 +576,6 @@ def write_dataset(
     Returns:
         The case folders written, in order.
     """
-    from tqdm import tqdm
-
     if dataset not in LAYOUTS:
         raise BratsKerasError(f"unknown dataset {dataset!r}; choose from {', '.join(LAYOUTS)}")
     layout = LAYOUTS[dataset]
@@ -596,7 +595,7 @@ def write_dataset(
     # Compression (zlib releases the GIL) of case n overlaps with the synthesis of case n + 1.
     with ThreadPoolExecutor(max_workers=1) as writer:
         pending = None
-        for number in tqdm(range(first, last + 1), desc=f"synthetic {dataset}", unit="case", disable=not progress):
+        for number in progress_bar(range(first, last + 1), desc=f"synthetic {dataset}", unit="case", disable=not progress):
             case_id = layout.case_id(number)
             arrays = synthesize_case(np.random.default_rng([int(seed), number]), shape)
             grades[case_id] = "HGG" if (arrays[LABEL_KEY] == ENHANCING).any() else "LGG"

@@ -24,12 +24,12 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from brats_keras.data.brats import CaseFiles, discover_cases, load_case
 from brats_keras.data.layout import NUM_CLASSES, to_class_indices
 from brats_keras.errors import DataError
 from brats_keras.io import atomic_save_npy, atomic_write_json, read_json_or_none
+from brats_keras.progress import progress_bar
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = 1
@@ -146,7 +146,7 @@ def preprocess_dataset_3d(
         "kept": [],
         "skipped": [],
     }
-    for files in tqdm(cases, desc="pre-processing 3D", unit="case", disable=not progress):
+    for files in progress_bar(cases, desc="pre-processing 3D", unit="case", disable=not progress):
         entry = done.get(files.case_id)
         if not (entry and entry.get("sources") == files.fingerprint() and _outputs_exist(out_dir, entry)):
             entry = _process_one(files, settings, out_dir)

@@ -12,6 +12,7 @@ import numpy as np
 
 from brats_keras.data.splits import SPLIT_NAMES, split_cases
 from brats_keras.errors import DataError
+from brats_keras.progress import progress_bar
 
 FIGSHARE_LABELS = {1: "meningioma", 2: "glioma", 3: "pituitary"}
 """``cjdata.label`` → tumour type."""
@@ -266,9 +267,7 @@ def patient_ids(items: Iterable) -> list[str]:
 
 def read_figshare_metas(paths: Iterable, *, progress: bool = False) -> list[FigshareMeta]:
     """:func:`read_figshare_meta` of every slice file (PID and label only), in order."""
-    from tqdm.auto import tqdm
-
-    return [read_figshare_meta(p) for p in tqdm([Path(p) for p in paths], desc="reading patient ids", unit="file",
+    return [read_figshare_meta(p) for p in progress_bar([Path(p) for p in paths], desc="reading patient ids", unit="file",
                                                 disable=not progress)]
 
 

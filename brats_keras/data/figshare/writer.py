@@ -16,6 +16,7 @@ from brats_keras.data.figshare.reader import (
 from brats_keras.data.synthetic import SYNTHETIC_MARKER, write_atomic
 from brats_keras.errors import BratsKerasError, DataError
 from brats_keras.io import atomic_path, atomic_write_json, default_cache_dir
+from brats_keras.progress import progress_bar
 
 
 # ----------------------------------------------------------------------------------------- writing
@@ -131,8 +132,6 @@ def write_figshare_dataset(out_dir, *, patients: int, slices_per_patient: int, s
     Returns:
         The files written, in order.
     """
-    from tqdm.auto import tqdm
-
     if int(patients) < 1:
         raise BratsKerasError(f"patients must be ≥ 1, got {patients}")
     if int(slices_per_patient) < 1:
@@ -155,7 +154,7 @@ def write_figshare_dataset(out_dir, *, patients: int, slices_per_patient: int, s
     # Compressing and writing patient n's files (HDF5's deflate) overlaps with synthesising patient n + 1.
     with ThreadPoolExecutor(max_workers=1) as writer:
         pending = None
-        for n in tqdm(range(int(patients)), desc="synthetic figshare", unit="patient", disable=not progress):
+        for n in progress_bar(range(int(patients)), desc="synthetic figshare", unit="patient", disable=not progress):
             rng = np.random.default_rng([int(seed), n])
             slices = synthesize_figshare_patient(rng, 1 + n % 3, int(slices_per_patient), int(size),
                                                  pid=synthetic_pid(seed, n))
