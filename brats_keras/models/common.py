@@ -21,36 +21,52 @@ from brats_keras.errors import BratsKerasError
 from brats_keras.layers.conv import check_activation, check_positive_int, check_spatial_dims
 
 
-def check_model_args(input_shape, num_classes, filters, depth, activation, output_activation, name, *,
-                     spatial_dims: int = 2):
-    """Validate the builders' shared arguments; return them normalised.
+def check_input_shape(input_shape, spatial_dims: int, depth: int, scale: int = 2) -> tuple[int, ...]:
+    """Validate a builder's ``input_shape``; return it as a tuple.
 
-    ``input_shape`` is ``(H, W, C)`` for ``spatial_dims=2`` and ``(H, W, D, C)`` for 3, every size a
-    positive integer and the spatial ones divisible by ``2 ** depth``. Raises ``ValueError`` naming
-    the argument and the bad value.
+    ``(H, W, C)`` for ``spatial_dims=2``, ``(H, W, D, C)`` for 3: positive integers, the spatial sizes
+    divisible by ``scale ** depth`` (``depth`` down-sampling steps of factor ``scale``). Raises
+    ``ValueError`` naming ``input_shape`` and the bad value.
     """
-    spatial_dims = check_spatial_dims(spatial_dims)
-    depth = check_positive_int(depth, "depth")
     layout = "(H, W, C)" if spatial_dims == 2 else "(H, W, D, C)"
     if (not isinstance(input_shape, (tuple, list)) or len(input_shape) != spatial_dims + 1
             or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in input_shape)):
         raise ValueError(
             f"input_shape must be {layout} with {spatial_dims + 1} positive integers, got {input_shape!r}"
         )
-    multiple = 2 ** depth
+    multiple = scale ** depth
     if any(n % multiple for n in input_shape[:-1]):
         raise ValueError(
-            f"input_shape {tuple(input_shape)!r}: the spatial sizes must be divisible by 2**depth = {multiple} "
+            f"input_shape {tuple(input_shape)!r}: the spatial sizes must be divisible by {scale}**depth = {multiple} "
             f"(depth={depth} pooling steps)"
         )
+    return tuple(input_shape)
+
+
+def check_name(name, argument: str = "name") -> str:
+    """Return ``name`` if it is a non-empty string, else raise ``ValueError`` naming ``argument``."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"{argument} must be a non-empty string, got {name!r}")
+    return name
+
+
+def check_model_args(input_shape, num_classes, filters, depth, activation, output_activation, name, *,
+                     spatial_dims: int = 2):
+    """Validate the builders' shared arguments; return them normalised.
+
+    ``input_shape`` is ``(H, W, C)`` for ``spatial_dims=2`` and ``(H, W, D, C)`` for 3, every size a
+    positive integer and the spatial ones divisible by ``2 ** depth`` (:func:`check_input_shape`).
+    Raises ``ValueError`` naming the argument and the bad value.
+    """
+    spatial_dims = check_spatial_dims(spatial_dims)
+    depth = check_positive_int(depth, "depth")
+    input_shape = check_input_shape(input_shape, spatial_dims, depth)
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
         raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
     filters = check_positive_int(filters, "filters")
     activation = check_activation(activation, "activation")
     output_activation = check_activation(output_activation, "output_activation")
-    if not isinstance(name, str) or not name:
-        raise ValueError(f"name must be a non-empty string, got {name!r}")
-    return tuple(input_shape), num_classes, filters, depth, activation, output_activation, name
+    return input_shape, num_classes, filters, depth, activation, output_activation, check_name(name)
 
 
 # --------------------------------------------------------------------------------------------

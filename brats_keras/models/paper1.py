@@ -21,18 +21,20 @@ Layer names follow one scheme, so a block can be looked up with ``model.get_laye
     {prefix}_head                     1×1 convolution → softmax
 
 In the cascade the prefixes are ``{name}_unet`` and ``{name}_resunet``. ``block_summary`` groups a
-model's layers by these block names into a short Markdown table.
+model's layers by these block names into a short Markdown table. The two networks are specs of the one
+U-Net builder (:mod:`brats_keras.models.unet`): :data:`UNET` and :data:`RESUNET`.
 """
 
 from __future__ import annotations
 
 import keras
 
-from brats_keras.layers import ConvBlock, ResidualBlock
 from brats_keras.models.common import block_of, block_summary, check_model_args
 from brats_keras.models.registry import register_model
+from brats_keras.models.unet import UNetSpec, doubling_filters, unet, unet_body
 
-__all__ = ["CASCADE_INPUTS", "PAPER_INPUT_SHAPE", "block_of", "block_summary", "resunet2d", "u_resunet", "unet2d"]
+__all__ = ["CASCADE_INPUTS", "PAPER_INPUT_SHAPE", "RESUNET", "UNET", "block_of", "block_summary", "resunet2d",
+           "u_resunet", "unet2d"]
 
 CASCADE_INPUTS = ("features", "probabilities")
 """What the cascade's U-Net hands to its ResUNet: its last decoder feature map ``(H, W, filters)``
@@ -43,66 +45,34 @@ PAPER_INPUT_SHAPE = (128, 128, 2)
 
 
 # --------------------------------------------------------------------------------------------
-# Bodies (each network written once; the builders compose them)
+# The paper's two networks as data (each network written once; the builders fill in the sizes)
 # --------------------------------------------------------------------------------------------
 
+UNET = UNetSpec(filters=doubling_filters(32, 4), block="plain", norm="none", down="maxpool", up="transpose",
+                num_classes=4)
+"""The paper's U-Net (Fig. 4.2): encoder i (1..depth) a ``ConvBlock`` of two 3×3 convolutions + ReLU
+with ``filters·2^(i-1)`` channels and no normalisation (the paper's U-Net has no batch norm), each
+later level opened by a 2×2 max-pool; the bridge (max-pool, two 3×3 convolutions, ``filters·2^depth``
+channels) is the bottom, 8×8×512 at 128² with 32 filters. Decoder j (deepest first): a 2×2 transposed
+convolution with stride 2 halving the channels ("upscaled from 8x8x512 to 16x16x256"), concatenation
+with encoder ``depth+1-j``'s output, two 3×3 convolutions + ReLU; a 1×1 softmax head."""
 
-def _unet_body(x, *, filters: int, depth: int, activation: str, prefix: str):
-    """The paper's U-Net without its head: ``(batch, H, W, C) → (batch, H, W, filters)``.
-
-    Encoder i (1..depth) is a ``ConvBlock`` of two 3×3 convolutions + ReLU with ``filters·2^(i-1)``
-    channels and no normalisation (the paper's U-Net has no batch norm); each later level starts
-    with a 2×2 max-pool. The bridge (max-pool, two 3×3 convolutions, ``filters·2^depth`` channels)
-    is the bottom: ``(H/16, W/16, 16·filters)``, 8×8×512 at 128² with 32 filters. Decoder j
-    (1..depth, deepest first) is a 2×2 transposed convolution with stride 2 halving the channels
-    ("upscaled from 8x8x512 to 16x16x256"), concatenation with encoder ``depth+1-j``'s output, and
-    two 3×3 convolutions + ReLU.
-    """
-    skips = []
-    for i in range(1, depth + 1):
-        if i > 1:
-            x = keras.layers.MaxPooling2D(2, name=f"{prefix}_enc{i}_pool")(x)
-        x = ConvBlock(filters * 2 ** (i - 1), norm="none", activation=activation, name=f"{prefix}_enc{i}")(x)
-        skips.append(x)
-    x = keras.layers.MaxPooling2D(2, name=f"{prefix}_bridge_pool")(x)
-    x = ConvBlock(filters * 2 ** depth, norm="none", activation=activation, name=f"{prefix}_bridge")(x)
-    for j in range(1, depth + 1):
-        level_filters = filters * 2 ** (depth - j)
-        x = keras.layers.Conv2DTranspose(level_filters, 2, strides=2, name=f"{prefix}_dec{j}_up")(x)
-        x = keras.layers.Concatenate(axis=-1, name=f"{prefix}_dec{j}_concat")([x, skips[depth - j]])
-        x = ConvBlock(level_filters, norm="none", activation=activation, name=f"{prefix}_dec{j}")(x)
-    return x
+RESUNET = UNetSpec(filters=doubling_filters(32, 4), block="residual", stem=True, norm="batch", down="strided",
+                   up="nearest", num_classes=4)
+"""The paper's ResUNet (Fig. 4.3; Zhang et al. 2018): encoder 1 the stem ``conv3×3 → BN → ReLU →
+conv3×3`` plus a projection shortcut; encoders 2..depth pre-activated residual blocks ``BN → ReLU →
+conv3×3 (stride 2) → BN → ReLU → conv3×3`` plus a projection shortcut, doubling the channels; the
+bridge the same block with stride 2 and ``filters·2^depth`` channels, ``(H/16, W/16, 16·filters)`` —
+stride 2 as the model chapter says (§5.5's "stride value of 1" would leave the bridge at the 4th
+encoder's resolution and the ResUNet one level shallower than the U-Net). Decoder j (deepest first):
+2×2 nearest up-sampling, concatenation with encoder ``depth+1-j``'s output and a pre-activated
+residual block halving the channels; a 1×1 softmax head."""
 
 
-def _resunet_body(x, *, filters: int, depth: int, activation: str, prefix: str, norm_momentum: float = 0.99):
-    """The paper's ResUNet (Zhang et al. 2018) without its head: ``(batch, H, W, C) → (batch, H, W, filters)``.
-
-    Encoder 1 is the stem, ``conv3×3 → BN → ReLU → conv3×3`` plus a projection shortcut
-    (``ResidualBlock(stem=True)``). Encoders 2..depth are pre-activated residual blocks
-    ``BN → ReLU → conv3×3 (stride 2) → BN → ReLU → conv3×3`` plus a projection shortcut, doubling
-    the channels. The bridge is the same residual block with stride 2 and ``filters·2^depth``
-    channels: ``(H/16, W/16, 16·filters)`` — stride 2 as the model chapter says (§5.5's "stride
-    value of 1" would leave the bridge at the 4th encoder's resolution and the ResUNet one level
-    shallower than the U-Net). Decoder j (deepest first) is 2×2 nearest up-sampling, concatenation
-    with encoder ``depth+1-j``'s output and a pre-activated residual block halving the channels.
-    """
-    skips = []
-    x = ResidualBlock(filters, stem=True, activation=activation, norm_momentum=norm_momentum, name=f"{prefix}_enc1")(x)
-    skips.append(x)
-    for i in range(2, depth + 1):
-        x = ResidualBlock(filters * 2 ** (i - 1), strides=2, activation=activation, norm_momentum=norm_momentum, name=f"{prefix}_enc{i}")(x)
-        skips.append(x)
-    x = ResidualBlock(filters * 2 ** depth, strides=2, activation=activation, norm_momentum=norm_momentum, name=f"{prefix}_bridge")(x)
-    for j in range(1, depth + 1):
-        x = keras.layers.UpSampling2D(2, name=f"{prefix}_dec{j}_up")(x)
-        x = keras.layers.Concatenate(axis=-1, name=f"{prefix}_dec{j}_concat")([x, skips[depth - j]])
-        x = ResidualBlock(filters * 2 ** (depth - j), activation=activation, norm_momentum=norm_momentum, name=f"{prefix}_dec{j}")(x)
-    return x
-
-
-def _head(x, *, num_classes: int, output_activation: str, prefix: str):
-    """1×1 convolution to ``num_classes`` channels with ``output_activation``: ``(batch, H, W, num_classes)``."""
-    return keras.layers.Conv2D(num_classes, 1, activation=output_activation, name=f"{prefix}_head")(x)
+def _sized(spec: UNetSpec, filters, depth, activation, num_classes, output_activation, **changes) -> UNetSpec:
+    """``spec`` with the builder's sizes: ``filters · 2^l`` channels over ``depth`` levels."""
+    return spec.replace(filters=doubling_filters(filters, depth), activation=activation, num_classes=num_classes,
+                        output_activation=output_activation, **changes)
 
 
 # --------------------------------------------------------------------------------------------
@@ -133,10 +103,7 @@ def unet2d(input_shape=PAPER_INPUT_SHAPE, num_classes=4, filters=32, depth=4, ac
     """
     input_shape, num_classes, filters, depth, activation, output_activation, name = check_model_args(
         input_shape, num_classes, filters, depth, activation, output_activation, name)
-    inputs = keras.Input(input_shape, name=f"{name}_input")
-    x = _unet_body(inputs, filters=filters, depth=depth, activation=activation, prefix=name)
-    outputs = _head(x, num_classes=num_classes, output_activation=output_activation, prefix=name)
-    return keras.Model(inputs, outputs, name=name)
+    return unet(_sized(UNET, filters, depth, activation, num_classes, output_activation), input_shape, name=name)
 
 
 @register_model("resunet2d")
@@ -157,11 +124,8 @@ def resunet2d(input_shape=PAPER_INPUT_SHAPE, num_classes=4, filters=32, depth=4,
     """
     input_shape, num_classes, filters, depth, activation, output_activation, name = check_model_args(
         input_shape, num_classes, filters, depth, activation, output_activation, name)
-    inputs = keras.Input(input_shape, name=f"{name}_input")
-    x = _resunet_body(inputs, filters=filters, depth=depth, activation=activation, prefix=name,
-                      norm_momentum=norm_momentum)
-    outputs = _head(x, num_classes=num_classes, output_activation=output_activation, prefix=name)
-    return keras.Model(inputs, outputs, name=name)
+    spec = _sized(RESUNET, filters, depth, activation, num_classes, output_activation, norm_momentum=norm_momentum)
+    return unet(spec, input_shape, name=name)
 
 
 @register_model("u_resunet")
@@ -189,11 +153,8 @@ def u_resunet(input_shape=PAPER_INPUT_SHAPE, num_classes=4, filters=32, cascade_
         input_shape, num_classes, filters, depth, activation, output_activation, name)
     if cascade_input not in CASCADE_INPUTS:
         raise ValueError(f"cascade_input must be one of {CASCADE_INPUTS}, got {cascade_input!r}")
+    unet_head = num_classes if cascade_input == "probabilities" else None  # "features": no head of its own
     inputs = keras.Input(input_shape, name=f"{name}_input")
-    x = _unet_body(inputs, filters=filters, depth=depth, activation=activation, prefix=f"{name}_unet")
-    if cascade_input == "probabilities":
-        x = _head(x, num_classes=num_classes, output_activation=output_activation, prefix=f"{name}_unet")
-    x = _resunet_body(x, filters=filters, depth=depth, activation=activation, prefix=f"{name}_resunet",
-                      norm_momentum=norm_momentum)
-    outputs = _head(x, num_classes=num_classes, output_activation=output_activation, prefix=f"{name}_resunet")
-    return keras.Model(inputs, outputs, name=name)
+    x = unet_body(inputs, _sized(UNET, filters, depth, activation, unet_head, output_activation), prefix=f"{name}_unet")
+    spec = _sized(RESUNET, filters, depth, activation, num_classes, output_activation, norm_momentum=norm_momentum)
+    return keras.Model(inputs, unet_body(x, spec, prefix=f"{name}_resunet"), name=name)

@@ -17,26 +17,26 @@ probabilities ``(batch, H, W, D, num_classes)``. Layer names::
     {name}_enc{i}                     two 3×3×3 convolutions with filters·2^(i-1) channels
     {name}_bridge[_pool|_attention]   the bottom, (H/16, W/16, D/16, 16·filters)
     {name}_dec{j}_up / _concat        2×2×2 transposed convolution (stride 2), skip concatenation
+    {name}_dec{j}_attention           between the two: spatial attention (``attention_in_decoder=True`` only)
     {name}_dec{j}                     two 3×3×3 convolutions (j = 1 is the deepest decoder)
     {name}_head                       1×1×1 convolution → softmax
 
-``brats_keras.models.common.block_summary`` turns a model into a table by these names.
+``brats_keras.models.common.block_summary`` turns a model into a table by these names. Every
+model is the one U-Net builder's (:mod:`brats_keras.models.unet`) :data:`UNET3D` with the builder's
+arguments filled in.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import keras
 
-from brats_keras.layers import ConvBlock, SpatialAttention
-from brats_keras.layers.attention import SPATIAL_ATTENTION_ACTIVATIONS
-from brats_keras.layers.conv import check_dropout, check_initializer, check_momentum
+from brats_keras.layers.conv import check_initializer
 from brats_keras.models.common import check_model_args
 from brats_keras.models.registry import register_model
+from brats_keras.models.unet import UNetSpec, doubling_filters, level_rates, unet
 
 __all__ = [
-    "ATTENTIONS", "PAPER_DROPOUT", "PAPER_INPUT_SHAPE", "unet3d", "unet3d_modified", "unet3d_simple",
+    "ATTENTIONS", "PAPER_DROPOUT", "PAPER_INPUT_SHAPE", "UNET3D", "unet3d", "unet3d_modified", "unet3d_simple",
     "unet3d_spatial_attention",
 ]
 
@@ -47,23 +47,19 @@ PAPER_DROPOUT = (0.1, 0.1, 0.2, 0.2, 0.3)
 paper's Table II says "0.1 - 0.2"). Decoder level j uses the rate of the encoder at its resolution."""
 ATTENTIONS = ("none", "spatial")
 
-
-def _check_dropout_rates(dropout, depth: int) -> tuple[float, ...]:
-    """One rate per level (``depth`` encoders + the bridge) from a number or a sequence."""
-    if isinstance(dropout, Sequence) and not isinstance(dropout, str):
-        rates = tuple(dropout)
-        if len(rates) != depth + 1:
-            raise ValueError(f"dropout must be one rate or {depth + 1} rates (depth={depth} levels + bridge), "
-                             f"got {dropout!r}")
-    else:
-        rates = (dropout,) * (depth + 1)
-    return tuple(check_dropout(rate) for rate in rates)
+UNET3D = UNetSpec(filters=doubling_filters(16, 4), spatial_dims=3, block="plain", norm="none", dropout=PAPER_DROPOUT,
+                  kernel_initializer="he_uniform", down="maxpool", up="transpose", up_padding="same",
+                  level_attention="none", attention_kernel_size=7, num_classes=4)
+"""The reference code's 3D U-Net (Table II): filters 16 → 256, two 3×3×3 convolutions per level with
+dropout between them, 2×2×2 max-pool, 2×2×2 transposed convolutions, ``he_uniform``, 1×1×1 softmax
+head. The variants set ``norm`` (``"batch"``: modified), ``level_attention`` (``"spatial"``) and,
+optionally, ``attention_in_decoder``."""
 
 
 def unet3d(input_shape=PAPER_INPUT_SHAPE, num_classes=4, filters=16, depth=4, norm="none", attention="none",
            attention_activation="sigmoid", attention_kernel_size=7, dropout=PAPER_DROPOUT,
            kernel_initializer="he_uniform", activation="relu", output_activation="softmax", norm_momentum=0.99,
-           name="unet3d") -> keras.Model:
+           attention_in_decoder=False, name="unet3d") -> keras.Model:
     """The generic 3D U-Net of paper 2; the three registered variants fix ``norm`` and ``attention``.
 
     ``(batch, H, W, D, C) → (batch, H, W, D, num_classes)``; with the defaults
@@ -91,48 +87,27 @@ def unet3d(input_shape=PAPER_INPUT_SHAPE, num_classes=4, filters=16, depth=4, no
         activation: activation after every 3×3×3 convolution.
         output_activation: the head's activation (``"softmax"`` for the Dice + focal loss).
         norm_momentum: batch normalisation's moving-average momentum (Keras' default 0.99).
+        attention_in_decoder: with ``attention="spatial"``, also a spatial attention after every
+            decoder up-sampling, ``{name}_dec{j}_attention`` (paper 2 §III: "during encoding and
+            decoding"). Off by default: the published reading, attention after the max-pools only.
         name: model name and layer-name prefix.
     """
     input_shape, num_classes, filters, depth, activation, output_activation, name = check_model_args(
         input_shape, num_classes, filters, depth, activation, output_activation, name, spatial_dims=3)
     if attention not in ATTENTIONS:
         raise ValueError(f"attention must be one of {ATTENTIONS}, got {attention!r}")
-    if attention_activation not in SPATIAL_ATTENTION_ACTIVATIONS:
-        raise ValueError(f"attention_activation must be one of {SPATIAL_ATTENTION_ACTIVATIONS}, "
-                         f"got {attention_activation!r}")
-    rates = _check_dropout_rates(dropout, depth)
+    rates = level_rates(dropout, depth)
+    # As before the one U-Net builder: this check draws one Python seed (keras.initializers.get), which keeps
+    # paper 2's initial weights under a given seed those of earlier runs.
     kernel_initializer = check_initializer(kernel_initializer)
-    norm_momentum = check_momentum(norm_momentum)
-
-    def block(x, level_filters, rate, prefix):
-        return ConvBlock(level_filters, spatial_dims=3, norm=norm, activation=activation, dropout=rate,
-                         kernel_initializer=kernel_initializer, norm_momentum=norm_momentum, name=prefix)(x)
-
-    def down(x, prefix):
-        x = keras.layers.MaxPooling3D(2, name=f"{prefix}_pool")(x)
-        if attention == "spatial":
-            x = SpatialAttention(spatial_dims=3, kernel_size=attention_kernel_size, activation=attention_activation,
-                                 kernel_initializer=kernel_initializer, name=f"{prefix}_attention")(x)
-        return x
-
-    inputs = keras.Input(input_shape, name=f"{name}_input")
-    x = inputs
-    skips = []
-    for i in range(1, depth + 1):
-        if i > 1:
-            x = down(x, f"{name}_enc{i}")
-        x = block(x, filters * 2 ** (i - 1), rates[i - 1], f"{name}_enc{i}")
-        skips.append(x)
-    x = down(x, f"{name}_bridge")
-    x = block(x, filters * 2 ** depth, rates[depth], f"{name}_bridge")
-    for j in range(1, depth + 1):
-        level = depth - j  # 0-based encoder level at this decoder's resolution
-        x = keras.layers.Conv3DTranspose(filters * 2 ** level, 2, strides=2, padding="same",
-                                         kernel_initializer=kernel_initializer, name=f"{name}_dec{j}_up")(x)
-        x = keras.layers.Concatenate(axis=-1, name=f"{name}_dec{j}_concat")([x, skips[level]])
-        x = block(x, filters * 2 ** level, rates[level], f"{name}_dec{j}")
-    outputs = keras.layers.Conv3D(num_classes, 1, activation=output_activation, name=f"{name}_head")(x)
-    return keras.Model(inputs, outputs, name=name)
+    if attention_in_decoder is True and attention != "spatial":
+        raise ValueError(f"attention_in_decoder=True needs attention='spatial', got attention={attention!r}")
+    spec = UNET3D.replace(filters=doubling_filters(filters, depth), norm=norm, dropout=rates,
+                          kernel_initializer=kernel_initializer, activation=activation, norm_momentum=norm_momentum,
+                          level_attention=attention, attention_in_decoder=attention_in_decoder,
+                          attention_activation=attention_activation, attention_kernel_size=attention_kernel_size,
+                          num_classes=num_classes, output_activation=output_activation)
+    return unet(spec, input_shape, name=name)
 
 
 def _variant(**fixed):
@@ -171,13 +146,17 @@ def unet3d_modified(input_shape=PAPER_INPUT_SHAPE, num_classes=4, name="unet3d_m
 
 @register_model("unet3d_spatial_attention")
 def unet3d_spatial_attention(input_shape=PAPER_INPUT_SHAPE, num_classes=4, attention_activation="sigmoid",
-                             name="unet3d_spatial_attention", **kwargs) -> keras.Model:
+                             attention_in_decoder=False, name="unet3d_spatial_attention", **kwargs) -> keras.Model:
     """Paper 2's proposed "Spatial Attention Unet": the modified U-Net with spatial attention after
     every max-pool (mean and max along channels → concatenate → 3D conv → activation → multiply).
 
     ``attention_activation="sigmoid"`` (default) is CBAM's gate; ``"softmax"`` is the paper's
     literal text and turns every attention module into the identity, so that model computes exactly
     what :func:`unet3d_modified` computes (REPLICATION.md audit; ``tests/test_models_paper2.py``).
+
+    ``attention_in_decoder=True`` adds a spatial attention after every decoder up-sampling too
+    (``{name}_dec{j}_attention``; §III's "during encoding and decoding"); the default ``False`` is the
+    published reading used so far (docs/paper2.md).
     """
-    return unet3d(input_shape, num_classes, attention_activation=attention_activation, name=name,
-                  **_SPATIAL(kwargs, "unet3d_spatial_attention"))
+    return unet3d(input_shape, num_classes, attention_activation=attention_activation,
+                  attention_in_decoder=attention_in_decoder, name=name, **_SPATIAL(kwargs, "unet3d_spatial_attention"))

@@ -8,7 +8,7 @@ dimensions and half the number of feature channels"; the input is multimodal (T1
 REPLICATION.md fixes 4 channels at 128 × 128.
 
 That is the same network as paper 1's plain U-Net, so :func:`unet2d_multimodal` is a thin named
-variant of the one U-Net body in :mod:`brats_keras.models.paper1` (Keras applications style: one
+variant of paper 1's U-Net, :data:`brats_keras.models.paper1.UNET` (Keras applications style: one
 generic builder, named variants), with paper 3's input. The paper states no filter count; the
 default is 32 (bridge 8 × 8 × 512 at 128², 7.8 M parameters), the suite's U-Net width — see
 ``docs/paper3.md`` for why not the 64 of Ronneberger et al.

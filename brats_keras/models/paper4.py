@@ -24,6 +24,8 @@ Registered builders (``create_model(name)``):
 Layer names: ``{name}_enc{i}[_pool]``, ``{name}_bridge[_dropout]``, ``{name}_dec{j}_up / _attention /
 _concat``, ``{name}_dec{j}``, ``{name}_head`` (``block_summary`` groups them); the EfficientNet
 encoder is one nested model ``{name}_encoder`` and the enhancer the layer ``{name}_enhancer``.
+Every network is a spec of the one U-Net builder (:mod:`brats_keras.models.unet`): :data:`UNET`
+changed as :data:`TABLE3` says.
 """
 
 from __future__ import annotations
@@ -33,16 +35,17 @@ from pathlib import Path
 
 import keras
 
-from brats_keras.layers import AttentionGate, ConvBlock, LSTMEnhancer, ResidualBlock
-from brats_keras.layers.conv import check_dropout, check_positive_int
-from brats_keras.models.common import (
-    check_model_args, imagenet_weights_file, resolve_imagenet_weights, set_batch_norm_momentum,
-)
+from brats_keras.layers import LSTMEnhancer
+from brats_keras.layers.conv import check_dropout
+from brats_keras.models.common import check_model_args, imagenet_weights_file, resolve_imagenet_weights
 from brats_keras.models.registry import register_model
+from brats_keras.models.unet import ApplicationEncoder, UNetSpec, doubling_filters, unet, unet_body
 
 __all__ = [
     "EFFICIENTNET_SKIPS",
     "PAPER_INPUT_SHAPE",
+    "TABLE1",
+    "TABLE3",
     "attention_unet2d",
     "efficientnet_attention_unet",
     "efficientnet_weights_file",
@@ -64,68 +67,41 @@ EFFICIENTNET_SKIPS = ("block2a_expand_activation", "block3a_expand_activation", 
 each stage that runs at that resolution, as segmentation_models' EfficientNet U-Net); the bottom is
 ``top_activation`` at stride 32."""
 
+UNET = UNetSpec(filters=doubling_filters(TABLE1["filters"], TABLE1["depth"]), block="plain", norm="batch",
+                activation=TABLE1["activation"], pool_size=TABLE1["pool_size"], pool_padding="same",
+                pool_position="level_end", bridge_dropout=TABLE1["dropout"], up="transpose", num_classes=2)
+"""Table 1's U-Net, shared by the four models where it applies: encoder level i a ``ConvBlock`` (two
+3×3 convolutions + batch norm + Leaky-ReLU) of ``filters·2^i`` channels closed by a max-pool (kernel 3,
+stride 2, ``same`` padding); the bridge ``filters·2^depth`` channels with ``Dropout`` after it
+(Ronneberger et al.'s place for dropout, "at the end of the contracting path"); decoder j (deepest
+first) a 2×2 transposed convolution with stride 2, the (gated) skip concatenated, a block of the
+level's channels; a 1×1 softmax head over background and tumour."""
+
+TABLE3 = {
+    "unet2d_binary": {"block": "plain", "skip_gate": "none"},
+    "attention_unet2d": {"block": "plain", "skip_gate": "attention"},
+    # post-activation residual blocks (conv → BN → act → conv → BN, + shortcut, act), as the residual
+    # attention U-Nets of the literature (e.g. Maji et al. 2022) use
+    "res_attention_unet2d": {"block": "residual_post", "skip_gate": "attention"},
+    "efficientnet_attention_unet": {"block": "plain", "skip_gate": "attention"},
+}
+"""Paper 4, Table 3's models: what each changes in :data:`UNET` (the EfficientNet one also its encoder)."""
+
+EFFICIENTNET_ENCODER = {"application": keras.applications.EfficientNetB0, "skip_layers": (None, *EFFICIENTNET_SKIPS),
+                        "bottom_layer": "top_activation"}
+"""The fine-tuned U-Net's encoder (:class:`~brats_keras.models.unet.ApplicationEncoder`): EfficientNetB0
+without its top, no skip at full resolution, :data:`EFFICIENTNET_SKIPS` at strides 2..16, the bottom at 32."""
 
 
-def _check_pool(pool_size) -> int:
-    return check_positive_int(pool_size, "pool_size")
-
-
-def _level_filters(filters: int, level: int) -> int:
-    """Channels of level ``level`` (0 = full resolution): ``filters · 2**level``."""
-    return filters * 2**level
-
-
-# --------------------------------------------------------------------------------------------
-# The plain / attention / residual-attention U-Net family (Table 3's baselines)
-# --------------------------------------------------------------------------------------------
-
-
-def _block(kind: str, filters: int, *, activation: str, norm_momentum: float, name: str):
-    if kind == "residual":
-        # Post-activation residual block (conv → BN → act → conv → BN, + shortcut, act), as the
-        # residual attention U-Nets of the literature (e.g. Maji et al. 2022) use.
-        return ResidualBlock(filters, activation=activation, preactivation=False, norm_momentum=norm_momentum,
-                             name=name)
-    return ConvBlock(filters, norm="batch", activation=activation, norm_momentum=norm_momentum, name=name)
-
-
-def _unet_family(input_shape, num_classes, filters, depth, activation, output_activation, name, *, block: str,
-                 attention: bool, pool_size: int, dropout: float, norm_momentum: float) -> keras.Model:
-    """One builder for the three baselines: ``block`` is ``"plain"`` or ``"residual"``; ``attention``
-    gates every skip with the coarser decoder level (Oktay et al. 2018).
-
-    Encoder level i (0..depth−1) is a block of ``filters·2^i`` channels followed by a max-pool
-    (``pool_size``, stride 2, ``same`` padding); the bridge has ``filters·2^depth`` channels and
-    ``Dropout(dropout)`` after it (Ronneberger et al.'s place for dropout, "at the end of the
-    contracting path"); decoder j (deepest first) is a 2×2 transposed convolution with stride 2,
-    the (gated) skip concatenated, and a block of the level's channels.
-    """
+def _table3(model, input_shape, num_classes, filters, depth, activation, output_activation, name, *, pool_size,
+            dropout, norm_momentum) -> keras.Model:
+    """One of Table 3's baselines (:data:`TABLE3`): :data:`UNET` with the builder's arguments."""
     input_shape, num_classes, filters, depth, activation, output_activation, name = check_model_args(
         input_shape, num_classes, filters, depth, activation, output_activation, name)
-    pool_size = _check_pool(pool_size)
-    dropout = check_dropout(dropout)
-    inputs = keras.Input(input_shape, name=f"{name}_input")
-    x, skips = inputs, []
-    for i in range(depth):
-        x = _block(block, _level_filters(filters, i), activation=activation, norm_momentum=norm_momentum,
-                   name=f"{name}_enc{i + 1}")(x)
-        skips.append(x)
-        x = keras.layers.MaxPooling2D(pool_size, strides=2, padding="same", name=f"{name}_enc{i + 1}_pool")(x)
-    x = _block(block, _level_filters(filters, depth), activation=activation, norm_momentum=norm_momentum,
-               name=f"{name}_bridge")(x)
-    if dropout:
-        x = keras.layers.Dropout(dropout, name=f"{name}_bridge_dropout")(x)
-    for j in range(1, depth + 1):
-        level = depth - j
-        skip = skips[level]
-        if attention:
-            skip = AttentionGate(max(_level_filters(filters, level) // 2, 1), name=f"{name}_dec{j}_attention")([skip, x])
-        x = keras.layers.Conv2DTranspose(_level_filters(filters, level), 2, strides=2, name=f"{name}_dec{j}_up")(x)
-        x = keras.layers.Concatenate(axis=-1, name=f"{name}_dec{j}_concat")([x, skip])
-        x = _block(block, _level_filters(filters, level), activation=activation, norm_momentum=norm_momentum,
-                   name=f"{name}_dec{j}")(x)
-    outputs = keras.layers.Conv2D(num_classes, 1, activation=output_activation, name=f"{name}_head")(x)
-    return keras.Model(inputs, outputs, name=name)
+    spec = UNET.replace(filters=doubling_filters(filters, depth), activation=activation, pool_size=pool_size,
+                        bridge_dropout=check_dropout(dropout), norm_momentum=norm_momentum, num_classes=num_classes,
+                        output_activation=output_activation, **TABLE3[model])
+    return unet(spec, input_shape, name=name)
 
 
 @register_model("unet2d_binary")
@@ -137,9 +113,8 @@ def unet2d_binary(input_shape=PAPER_INPUT_SHAPE, num_classes=2, filters=TABLE1["
     Two 3×3 convolutions + batch norm + Leaky-ReLU per level, channels ``24·(1, 2, 4, 8 | 16)``,
     3×3 max-pool with stride 2, dropout 0.5 after the bridge, a 1×1 softmax head.
     """
-    return _unet_family(input_shape, num_classes, filters, depth, activation, output_activation, name,
-                        block="plain", attention=False, pool_size=pool_size, dropout=dropout,
-                        norm_momentum=norm_momentum)
+    return _table3("unet2d_binary", input_shape, num_classes, filters, depth, activation, output_activation,
+                   name, pool_size=pool_size, dropout=dropout, norm_momentum=norm_momentum)
 
 
 @register_model("attention_unet2d")
@@ -149,9 +124,8 @@ def attention_unet2d(input_shape=PAPER_INPUT_SHAPE, num_classes=2, filters=TABLE
     """Table 3's Attention U-Net: :func:`unet2d_binary` with an additive attention gate on every
     skip, gated by the coarser decoder level (``AttentionGate``, intermediate channels = half the
     skip's)."""
-    return _unet_family(input_shape, num_classes, filters, depth, activation, output_activation, name,
-                        block="plain", attention=True, pool_size=pool_size, dropout=dropout,
-                        norm_momentum=norm_momentum)
+    return _table3("attention_unet2d", input_shape, num_classes, filters, depth, activation, output_activation,
+                   name, pool_size=pool_size, dropout=dropout, norm_momentum=norm_momentum)
 
 
 @register_model("res_attention_unet2d")
@@ -161,9 +135,8 @@ def res_attention_unet2d(input_shape=PAPER_INPUT_SHAPE, num_classes=2, filters=T
                          name="res_attention_unet2d") -> keras.Model:
     """Table 3's Res Attention U-Net: :func:`attention_unet2d` with residual blocks (two 3×3
     convolutions + batch norm, Leaky-ReLU, identity or 1×1 projection shortcut) at every level."""
-    return _unet_family(input_shape, num_classes, filters, depth, activation, output_activation, name,
-                        block="residual", attention=True, pool_size=pool_size, dropout=dropout,
-                        norm_momentum=norm_momentum)
+    return _table3("res_attention_unet2d", input_shape, num_classes, filters, depth, activation, output_activation,
+                   name, pool_size=pool_size, dropout=dropout, norm_momentum=norm_momentum)
 
 
 # --------------------------------------------------------------------------------------------
@@ -180,17 +153,6 @@ def efficientnet_weights_file() -> Path:
 def resolve_encoder_weights(weights) -> str | None:
     """:func:`brats_keras.models.common.resolve_imagenet_weights` for EfficientNetB0."""
     return resolve_imagenet_weights(weights, "b0")
-
-
-def _efficientnet_encoder(spatial: tuple[int, int], weights: str | None, name: str,
-                          norm_momentum: float = 0.99) -> keras.Model:
-    """EfficientNetB0 without its top as one nested model: ``(B, H, W, 3)`` in [0, 255] →
-    the four skips (strides 2, 4, 8, 16) and the bottom (stride 32, 1280 channels). Its batch
-    normalisations get ``norm_momentum`` (Keras' EfficientNet uses 0.99, the default here too)."""
-    base = keras.applications.EfficientNetB0(include_top=False, weights=weights, input_shape=(*spatial, 3))
-    set_batch_norm_momentum(base, norm_momentum)
-    outputs = [base.get_layer(layer).output for layer in EFFICIENTNET_SKIPS] + [base.get_layer("top_activation").output]
-    return keras.Model(base.input, outputs, name=name)
 
 
 @register_model("efficientnet_attention_unet")
@@ -219,47 +181,29 @@ def efficientnet_attention_unet(input_shape=PAPER_INPUT_SHAPE, num_classes=2, fi
         norm_momentum: momentum of every batch normalisation, the EfficientNet encoder's included
             (Keras' default 0.99; the quick profile's short runs use 0.9, docs/paper4.md).
     """
-    input_shape, num_classes, filters, activation, output_activation, name, dropout, encoder_weights = _effunet_args(
-        input_shape, num_classes, filters, activation, output_activation, name, dropout, weights)
-    inputs = keras.Input(input_shape, name=f"{name}_input")
-    return keras.Model(inputs, _effunet_body(inputs, num_classes=num_classes, filters=filters, activation=activation,
-                                             dropout=dropout, encoder_weights=encoder_weights,
-                                             output_activation=output_activation, norm_momentum=norm_momentum,
-                                             prefix=name), name=name)
+    input_shape, name, spec = _effunet(input_shape, num_classes, filters, activation, output_activation, name,
+                                       dropout, weights, norm_momentum)
+    return unet(spec, input_shape, name=name)
 
 
-def _effunet_args(input_shape, num_classes, filters, activation, output_activation, name, dropout, weights):
-    """The EfficientNet U-Nets' arguments, checked (``H``, ``W`` divisible by 32; 1 or 3 channels), and
-    the encoder weights resolved (:func:`resolve_encoder_weights`)."""
+def _effunet(input_shape, num_classes, filters, activation, output_activation, name, dropout, weights,
+             norm_momentum):
+    """The EfficientNet U-Nets' arguments checked (``H``, ``W`` divisible by 32; 1 or 3 channels), the
+    encoder weights resolved (:func:`resolve_encoder_weights`): ``(input_shape, name, spec)``.
+
+    The spec is :data:`UNET` over five levels (strides 1..32, ``filters · 2^l`` decoder channels) with
+    the :data:`EFFICIENTNET_ENCODER` (no skip at full resolution; its own channels, so the spec's
+    encoder widths are unused) and attention gates on the four skips."""
     input_shape, num_classes, filters, _, activation, output_activation, name = check_model_args(
         input_shape, num_classes, filters, 5, activation, output_activation, name)
     if input_shape[-1] not in (1, 3):
         raise ValueError(f"input_shape {input_shape!r}: EfficientNet takes 1 (grey, repeated) or 3 channels")
-    return (input_shape, num_classes, filters, activation, output_activation, name, check_dropout(dropout),
-            resolve_encoder_weights(weights))
-
-
-def _effunet_body(x, *, num_classes, filters, activation, dropout, encoder_weights, output_activation,
-                  norm_momentum, prefix):
-    """``(B, H, W, 1|3)`` in [0, 1] → ``(B, H, W, num_classes)``; see :func:`efficientnet_attention_unet`."""
-    if x.shape[-1] == 1:
-        x = keras.layers.Concatenate(axis=-1, name=f"{prefix}_to_rgb")([x, x, x])
-    x = keras.layers.Rescaling(255.0, name=f"{prefix}_to_255")(x)
-    encoder = _efficientnet_encoder(tuple(x.shape[1:3]), encoder_weights, f"{prefix}_encoder", norm_momentum)
-    *skips, x = encoder(x)
-    if dropout:
-        x = keras.layers.Dropout(dropout, name=f"{prefix}_bridge_dropout")(x)
-    depth = len(skips)
-    for j in range(1, depth + 1):
-        level = depth - j + 1  # skips[level - 1] is at stride 2**level
-        level_filters = _level_filters(filters, level)
-        skip = AttentionGate(max(level_filters // 2, 1), name=f"{prefix}_dec{j}_attention")([skips[level - 1], x])
-        x = keras.layers.Conv2DTranspose(level_filters, 2, strides=2, name=f"{prefix}_dec{j}_up")(x)
-        x = keras.layers.Concatenate(axis=-1, name=f"{prefix}_dec{j}_concat")([x, skip])
-        x = _block("plain", level_filters, activation=activation, norm_momentum=norm_momentum, name=f"{prefix}_dec{j}")(x)
-    x = keras.layers.Conv2DTranspose(filters, 2, strides=2, name=f"{prefix}_dec{depth + 1}_up")(x)
-    x = _block("plain", filters, activation=activation, norm_momentum=norm_momentum, name=f"{prefix}_dec{depth + 1}")(x)
-    return keras.layers.Conv2D(num_classes, 1, activation=output_activation, name=f"{prefix}_head")(x)
+    dropout = check_dropout(dropout)
+    encoder = ApplicationEncoder(weights=resolve_encoder_weights(weights), **EFFICIENTNET_ENCODER)
+    spec = UNET.replace(filters=doubling_filters(filters, 5), activation=activation, bridge_dropout=dropout,
+                        norm_momentum=norm_momentum, encoder=encoder, num_classes=num_classes,
+                        output_activation=output_activation, **TABLE3["efficientnet_attention_unet"])
+    return input_shape, name, spec
 
 
 @register_model("lstm_effunet")
@@ -275,8 +219,8 @@ def lstm_effunet(input_shape=PAPER_INPUT_SHAPE, num_classes=2, filters=TABLE1["f
     layer ``{name}_enhancer`` before fine-tuning (``experiments/paper4_lstm_effunet.py`` does);
     :func:`enhancer_of` gives the enhanced image.
     """
-    input_shape, num_classes, filters, activation, output_activation, name, dropout, encoder_weights = _effunet_args(
-        input_shape, num_classes, filters, activation, output_activation, name, dropout, weights)
+    input_shape, name, spec = _effunet(input_shape, num_classes, filters, activation, output_activation, name,
+                                       dropout, weights, norm_momentum)
     inputs = keras.Input(input_shape, name=f"{name}_input")
     # The enhancer's initialisers take their seeds without advancing Keras' global seed stream (Python's
     # `random`), so under the same seed the network behind it starts with exactly the weights of
@@ -284,11 +228,7 @@ def lstm_effunet(input_shape=PAPER_INPUT_SHAPE, num_classes=2, filters=TABLE1["f
     state = random.getstate()
     enhancer = LSTMEnhancer(units=enhancer_units, spatial_dims=2, name=f"{name}_enhancer")
     random.setstate(state)
-    enhanced = enhancer(inputs)
-    outputs = _effunet_body(enhanced, num_classes=num_classes, filters=filters, activation=activation,
-                            dropout=dropout, encoder_weights=encoder_weights, output_activation=output_activation,
-                            norm_momentum=norm_momentum, prefix=name)
-    return keras.Model(inputs, outputs, name=name)
+    return keras.Model(inputs, unet_body(enhancer(inputs), spec, prefix=name), name=name)
 
 
 def enhancer_of(model: keras.Model) -> keras.Model:

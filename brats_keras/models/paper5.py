@@ -26,9 +26,10 @@ from brats_keras.layers import ResidualBlock
 from brats_keras.layers.conv import check_dropout, check_positive_int
 from brats_keras.models.common import check_model_args, resolve_imagenet_weights, set_batch_norm_momentum
 from brats_keras.models.registry import register_model
+from brats_keras.models.unet import UNetSpec, doubling_filters, unet
 
-__all__ = ["CLASSIFIER_INPUT_SHAPE", "SEGMENTER_INPUT_SHAPE", "conv_layer_counts", "efficientnet_b1_classifier",
-           "residual_unet2d_binary"]
+__all__ = ["CLASSIFIER_INPUT_SHAPE", "SEGMENTER", "SEGMENTER_INPUT_SHAPE", "conv_layer_counts",
+           "efficientnet_b1_classifier", "residual_unet2d_binary"]
 
 CLASSIFIER_INPUT_SHAPE = (240, 240, 3)
 """EfficientNetB1's native resolution (Keras' default for B1); the paper states none."""
@@ -36,6 +37,11 @@ SEGMENTER_INPUT_SHAPE = (256, 256, 3)
 """The LGG slices as released: 256 × 256, three channels (pre-contrast, FLAIR, post-contrast)."""
 TABLE2 = {"dense": 512, "dropout": 0.4}
 """Paper 5, §3.1 / Table 2: the head's Dense 512 and dropout 0.4."""
+SEGMENTER = UNetSpec(filters=doubling_filters(64, 4), block="residual_post", norm="batch", pool_position="level_end",
+                     up="transpose", num_classes=1, output_activation="sigmoid")
+"""Paper 5, §4.2: post-activation residual blocks at every level, 64 → 512 channels over four levels
+closed by 2×2 max-pools, a 1024-channel bottleneck, 2×2 transposed convolutions and skip
+concatenation, a 1-filter sigmoid head."""
 
 
 @register_model("efficientnet_b1_classifier")
@@ -99,25 +105,9 @@ def residual_unet2d_binary(input_shape=SEGMENTER_INPUT_SHAPE, filters=64, depth=
     """
     input_shape, _, filters, depth, activation, _, name = check_model_args(
         input_shape, 2, filters, depth, activation, "sigmoid", name)
-    inputs = keras.Input(input_shape, name=f"{name}_input")
-
-    def block(channels, block_name):
-        return ResidualBlock(channels, activation=activation, preactivation=False, norm_momentum=norm_momentum,
-                             name=block_name)
-
-    x, skips = inputs, []
-    for i in range(1, depth + 1):
-        x = block(filters * 2 ** (i - 1), f"{name}_enc{i}")(x)
-        skips.append(x)
-        x = keras.layers.MaxPooling2D(2, name=f"{name}_enc{i}_pool")(x)
-    x = block(filters * 2 ** depth, f"{name}_bridge")(x)
-    for j in range(1, depth + 1):
-        channels = filters * 2 ** (depth - j)
-        x = keras.layers.Conv2DTranspose(channels, 2, strides=2, name=f"{name}_dec{j}_up")(x)
-        x = keras.layers.Concatenate(name=f"{name}_dec{j}_concat")([x, skips[depth - j]])
-        x = block(channels, f"{name}_dec{j}")(x)
-    outputs = keras.layers.Conv2D(1, 1, activation="sigmoid", name=f"{name}_head")(x)
-    return keras.Model(inputs, outputs, name=name)
+    spec = SEGMENTER.replace(filters=doubling_filters(filters, depth), activation=activation,
+                             norm_momentum=norm_momentum)
+    return unet(spec, input_shape, name=name)
 
 
 def conv_layer_counts(model: keras.Model) -> dict[str, int]:
