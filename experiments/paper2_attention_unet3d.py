@@ -58,6 +58,8 @@ class Paper2(Experiment):
         Flag("--attention-activation", "model.options.attention_activation", "spatial attention gate: sigmoid "
              "(CBAM) or the paper's literal softmax, which makes the attention an identity (docs/paper2.md)",
              choices=("sigmoid", "softmax")),
+        Flag("--attention-in-decoder", "model.options.attention_in_decoder", "spatial attention after each decoder "
+             "up-sampling too (§III: \"during encoding and decoding\"; the spatial-attention model only)", kind="switch"),
         Flag("--learning-rate", "train.learning_rate", "Adam learning rate", type=float),
         Flag("--jit-compile", "train.jit_compile", "XLA for training: on, auto (Keras: XLA on GPU only), off",
              choices=tuple(JIT_COMPILE_CHOICES), convert=JIT_COMPILE_CHOICES.get),
@@ -119,8 +121,9 @@ class Paper2(Experiment):
     def build(self, ctx, name: str) -> keras.Model:
         c = ctx.config
         options = dict(c.model.options)
-        if name != "unet3d_spatial_attention":
+        if name != "unet3d_spatial_attention":  # the attention settings of the proposed model only
             options.pop("attention_activation", None)
+            options.pop("attention_in_decoder", None)
         model = create_model(name, input_shape=c.data.input_shape, **options)
         model.compile(optimizer=make_optimizer(c.train), loss=make_loss(c.train.loss),
                       metrics=make_metrics(c.train.metrics), jit_compile=c.train.jit_compile)

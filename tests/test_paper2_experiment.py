@@ -146,3 +146,25 @@ def test_help_documents_the_contract_and_paper_defaults(tmp_path):
     assert "paper profile: 100 — paper §VIII: 100 epochs; quick profile: 14" in words
     assert "paper profile: 2 — paper §VIII / Table II" in words
     assert "paper profile: 56:184,56:184,13:141 — reference code; quick profile: 14:46,14:46,3:35" in words
+
+
+def test_attention_in_decoder_reaches_the_spatial_attention_model_only():
+    from types import SimpleNamespace
+
+    from brats_keras.runner import build_parser, resolve_config
+    from experiments.paper2_attention_unet3d import Paper2
+
+    experiment = Paper2()
+    args = build_parser(experiment).parse_args(["--attention-in-decoder", "--crop", "0:16,0:16,0:16", "--filters", "2"])
+    config = resolve_config(experiment, args, quick=True)
+    assert config.model.options["attention_in_decoder"] is True
+    ctx = SimpleNamespace(config=config)
+
+    def attention_layers(name):
+        return [layer.name for layer in experiment.build(ctx, name).layers if layer.name.endswith("_attention")]
+
+    assert [n for n in attention_layers("unet3d_spatial_attention") if "_dec" in n] == [
+        f"unet3d_spatial_attention_dec{j}_attention" for j in range(1, 5)]
+    assert attention_layers("unet3d_simple") == []  # the option is the proposed model's, dropped for the others
+    default = resolve_config(experiment, build_parser(experiment).parse_args(["--crop", "0:16,0:16,0:16"]), quick=True)
+    assert default.model.options["attention_in_decoder"] is False  # the published reading: encoder only
