@@ -173,3 +173,12 @@ def test_losses_and_metrics_by_name_in_the_config():
         make_loss(LossConfig("dice", {"weight": 2}))
     with pytest.raises(ValueError, match="metric 'accuracy' takes no options"):
         make_metrics((MetricConfig("accuracy", {"name": "acc"}),))
+
+
+def test_a_builder_argument_the_model_does_not_take_is_refused_with_the_config():
+    from brats_keras.configs.paper1 import paper1_config
+
+    with pytest.raises(ValueError, match="model.options: model 'u_resunet' does not accept 'filtres'; its arguments "
+                                         "are: input_shape, num_classes, filters, "):
+        apply_overrides(paper1_config(), {"model.options.filtres": 8})
+    assert ModelConfig("not_registered", {"anything": 1}).options == {"anything": 1}  # checked when built

@@ -21,6 +21,7 @@ import yaml
 from brats_keras.io import atomic_write_json
 from brats_keras.losses import KERAS_LOSSES, LOSSES
 from brats_keras.metrics import METRICS
+from brats_keras.models.registry import RegistryError, check_model_options
 
 OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd")
 JIT_COMPILE_CHOICES = {"auto": "auto", "on": True, "off": False}
@@ -33,6 +34,12 @@ class ModelConfig:
 
     name: str
     options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        try:  # a misspelt builder argument is an error when the config is made, not after data preparation
+            check_model_options(self.name, self.options)
+        except RegistryError as exc:
+            raise ValueError(f"model.options: {exc}") from None
 
 
 @dataclass

@@ -134,6 +134,14 @@ def _check_overrides(name: str, builder: Builder, overrides: dict) -> None:
         )
 
 
+def check_model_options(model_name: str, options: dict) -> None:
+    """Raise ``RegistryError`` if the builder registered under ``model_name`` cannot take ``options``
+    (an unknown keyword, named with the accepted ones); nothing is built. An unregistered name passes:
+    it is checked when the model is created."""
+    if model_name in _REGISTRY:
+        _check_overrides(model_name, _REGISTRY[model_name], options)
+
+
 def create_model(model_name: str, /, **overrides) -> keras.Model:
     """Build the model registered under ``model_name``, passing ``overrides`` to its builder.
 
