@@ -59,7 +59,7 @@ def test_adamw_weight_decay_zero_means_none(weight_decay):
     assert opt.weight_decay == weight_decay
     start = np.array([2.0, -3.0, 0.5], dtype="float32")
     weight = keras.Variable(start)
-    opt.apply_gradients([(keras.ops.zeros_like(weight), weight)])
+    opt.apply_gradients([(keras.ops.zeros(weight.shape, dtype=weight.dtype), weight)])
     after = keras.ops.convert_to_numpy(weight)
     np.testing.assert_allclose(after, start * (1.0 - lr * weight_decay), rtol=0, atol=1e-7)
     if weight_decay == 0:
