@@ -41,6 +41,7 @@ The runner owns everything else, in this order:
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -140,12 +141,18 @@ class Experiment:
     name: str = ""
     """The experiment (module) name: ``runs/<name>/``, the config's ``name``."""
     description: str | None = None
-    """``--help`` text (the script's docstring)."""
+    """``--help`` text; by default the docstring of the module that defines the experiment (the script's)."""
     factory: Callable[..., ExperimentConfig]
     """``factory(quick=bool)`` → the paper profile or the quick synthetic profile."""
     flags: tuple[Flag, ...] = ()
     sources_of_defaults: dict[str, str] = {}
     """Where a config value comes from in the paper (``"train.epochs": "Table 1"``), for ``--help``."""
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "description" not in cls.__dict__:
+            module = sys.modules.get(cls.__module__)
+            cls.description = getattr(module, "__doc__", None)
 
     @classmethod
     def main(cls, argv: Sequence[str] | None = None) -> int:

@@ -36,7 +36,6 @@ from brats_keras.runner import Experiment, Flag, ModelRun, evaluate_slice_model,
 
 class Paper1(Experiment):
     name = EXPERIMENT
-    description = __doc__
     tables = staticmethod(tables)
     factory = staticmethod(paper1_config)
     sources_of_defaults = {"train.epochs": "Tables 6.1 / 6.2 go to epoch 20", "train.batch_size": "paper §5.5"}

@@ -39,7 +39,6 @@ from brats_keras.training import inference_without_xla_on_cpu
 
 class Paper2(Experiment):
     name = EXPERIMENT
-    description = __doc__
     tables = staticmethod(tables)
     factory = staticmethod(paper2_config)
     sources_of_defaults = {"train.epochs": "paper §VIII: 100 epochs", "train.batch_size": "paper §VIII / Table II",

@@ -41,7 +41,6 @@ from brats_keras.runner import Experiment, Flag, ModelRun, evaluate_slice_model,
 
 class Paper3(Experiment):
     name = EXPERIMENT
-    description = __doc__
     tables = staticmethod(tables)
     factory = staticmethod(paper3_config)
     sources_of_defaults = {"train.epochs": "the paper states none: our choice, the dwell callback stops earlier",

@@ -50,7 +50,6 @@ ENCODER_WEIGHTS = {"auto": "auto", "imagenet": "imagenet", "none": None}
 
 class Paper4(Experiment):
     name = EXPERIMENT
-    description = __doc__
     tables = staticmethod(tables)
     factory = staticmethod(paper4_config)
     sources_of_defaults = {"train.epochs": "Table 1", "train.batch_size": "Table 1", "train.learning_rate": "Table 1"}

@@ -61,7 +61,6 @@ CURVE_TITLES = {"classifier": ("EfficientNetB1 classifier", "classifier"), "segm
 
 class Paper5(Experiment):
     name = EXPERIMENT
-    description = __doc__
     tables = staticmethod(tables)
     factory = staticmethod(paper5_config)
     sources_of_defaults = {"train.epochs": "Table 2 (classifier)", "train.batch_size": "Table 2 (classifier)",

@@ -196,3 +196,10 @@ def test_overrides_reach_builder_options_and_paths_read_back():
         apply_overrides(config, {"train.epoch": 3})
     with pytest.raises(ValueError, match="config.data.slices: size: must be positive, got 0"):
         config_from_dict(config, {"data": {"slices": {"size": 0}}})
+
+
+def test_the_help_text_defaults_to_the_scripts_docstring():
+    class Bare(Experiment):
+        name = "bare"
+
+    assert Bare.description == __doc__ and Toy.description == "toy experiment"

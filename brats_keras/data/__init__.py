@@ -1,28 +1,8 @@
 """Data sources (BraTS NIfTI readers, figshare .mat slices, synthetic data) and input pipelines (tf.data,
-PyDataset)."""
+PyDataset). The figshare set's full API is :mod:`brats_keras.data.figshare`."""
 
 from brats_keras.data.brats import Case, CaseFiles, case_files, discover_cases, load_case, read_image, read_label
-from brats_keras.data.figshare import (
-    FIGSHARE_LABELS,
-    FigshareArrays,
-    FigshareCache,
-    FigshareIndex,
-    FigshareMeta,
-    FigshareSettings,
-    FigshareSlice,
-    discover_figshare,
-    ensure_synthetic_figshare,
-    patient_ids,
-    patient_tumour_types,
-    read_figshare_mat,
-    read_figshare_meta,
-    read_figshare_metas,
-    read_patient_ids,
-    split_by_patient,
-    synthesize_figshare_patient,
-    write_figshare_dataset,
-    write_figshare_mat,
-)
+from brats_keras.data.figshare import FIGSHARE_LABELS, FigshareCache, FigshareIndex, discover_figshare, read_figshare_mat
 from brats_keras.data.layout import BRATS2020, BRATS2021, BRATS_LABELS, MODALITIES, NUM_CLASSES
 from brats_keras.data.slices2d import SliceCache, SliceIndex, SliceSettings
 from brats_keras.data.splits import load_split, save_split, split_cases
@@ -37,12 +17,8 @@ __all__ = [
     "NUM_CLASSES",
     "Case",
     "CaseFiles",
-    "FigshareArrays",
     "FigshareCache",
     "FigshareIndex",
-    "FigshareMeta",
-    "FigshareSettings",
-    "FigshareSlice",
     "Preprocess3DSettings",
     "SliceCache",
     "SliceIndex",
@@ -51,22 +27,12 @@ __all__ = [
     "case_files",
     "discover_cases",
     "discover_figshare",
-    "ensure_synthetic_figshare",
     "load_case",
     "load_split",
-    "patient_ids",
-    "patient_tumour_types",
     "preprocess_dataset_3d",
     "read_figshare_mat",
-    "read_figshare_meta",
-    "read_figshare_metas",
     "read_image",
     "read_label",
-    "read_patient_ids",
     "save_split",
-    "split_by_patient",
     "split_cases",
-    "synthesize_figshare_patient",
-    "write_figshare_dataset",
-    "write_figshare_mat",
 ]
