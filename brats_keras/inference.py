@@ -135,8 +135,11 @@ class InferenceSpec:
         if "correction" in data:
             raise ValueError("this run trained models with and without bias-field correction (paper 3); "
                              f"only each model's own {INFERENCE_FILE} says which input it expects")
+        if not model:  # the run's one model: "models" (one entry) or, in configs before it, "model"
+            models = [m.get("name", "") for m in (config.get("models") or {}).values() if isinstance(m, Mapping)]
+            model = models[0] if len(models) == 1 else (config.get("model") or {}).get("name", "")
         provenance = {"experiment": config.get("name", ""), "synthetic": bool(config.get("synthetic", False)),
-                      "model": model or (config.get("model") or {}).get("name", "")}
+                      "model": model}
         if isinstance(data.get("slices"), Mapping):
             return cls.for_slices(SliceSettings(**data["slices"]), **provenance)
         if isinstance(data.get("preprocess"), Mapping):

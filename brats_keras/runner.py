@@ -81,7 +81,8 @@ class Flag:
     """One command-line flag of an experiment.
 
     ``path`` is the dotted config field the flag sets (``"data.slices.size"``,
-    ``"model.options.filters"``); ``--help`` then shows the field's paper-profile and quick-profile
+    ``"models.u_resunet.options.cascade_input"``; ``"models.*.options.filters"`` sets every model that
+    has the setting); ``--help`` then shows the field's paper-profile and quick-profile
     values from the factory, and an unset flag keeps the config's value. With ``path=None`` the flag
     is an experiment option (which models to run, ...): its value is kept in ``config.options[dest]``
     with ``default`` when unset. ``convert`` maps the parsed value to the config value (``"on"`` →
@@ -226,6 +227,8 @@ class Context:
 
 
 def _value_text(value: Any) -> str:
+    if isinstance(value, dict):  # a "*" path whose models differ: "unet 24, effunet 32"
+        return ", ".join(f"{key} {_value_text(v)}" for key, v in value.items())
     if isinstance(value, bool) or value is None:
         return {True: "on", False: "off", None: "none"}[value]
     if isinstance(value, tuple):  # a crop ((56, 184), ...) reads as its flag is written: 56:184,...
@@ -404,7 +407,7 @@ def slice_flags() -> tuple[Flag, ...]:
         Flag("--slice-start", "data.slices.start", "first axial slice", type=int),
         Flag("--slice-count", "data.slices.count", "axial slices per case", type=int),
         Flag("--image-size", "data.slices.size", "slice size after resizing", type=int),
-        Flag("--filters", "model.options.filters", "base filters of the networks", type=int),
+        Flag("--filters", "models.*.options.filters", "base filters of the networks", type=int),
         Flag("--max-eval-cases", "data.max_eval_cases", "evaluate at most this many test patients on whole volumes "
              "(0: all)", type=int),
     )

@@ -21,14 +21,13 @@ import keras
 import numpy as np
 
 from brats_keras.callbacks import EpochTable
-from brats_keras.configs.base import make_loss, make_metrics, make_optimizer
+from brats_keras.configs.base import make_loss, make_metrics, make_model, make_optimizer
 from brats_keras.configs.paper1 import EXPERIMENT, MODELS, TABLE_6_1, paper1_config
 from brats_keras.data.brats import discover_cases
 from brats_keras.data.pipeline import make_dataset
 from brats_keras.data.slices2d import SliceCache, SliceIndex
 from brats_keras.data.synthetic import ensure_synthetic_dataset
 from brats_keras.inference import InferenceSpec
-from brats_keras.models import create_model
 from brats_keras.papers.paper1 import MODEL_TITLES, tables
 from brats_keras.reporting import history_to_epoch_dict, plot_training_curves
 from brats_keras.runner import Experiment, Flag, ModelRun, evaluate_slice_model, slice_flags, window_text
@@ -43,8 +42,8 @@ class Paper1(Experiment):
         Flag("--model", None, "train the proposed cascade, the U-Net baseline, or both", choices=(*MODELS, "both"),
              default="both"),
         *slice_flags(),
-        Flag("--cascade-input", None, "what the U-Net hands the ResUNet: its last decoder features (our choice) or "
-             "its softmax output", choices=("features", "probabilities"), default="features"),
+        Flag("--cascade-input", "models.u_resunet.options.cascade_input", "what the U-Net hands the ResUNet: its "
+             "last decoder features (our choice) or its softmax output", choices=("features", "probabilities")),
     )
 
     def sources(self, ctx):
@@ -83,12 +82,7 @@ class Paper1(Experiment):
 
     def build(self, ctx, name: str) -> keras.Model:
         c = ctx.config
-        options = {**c.model.options, "input_shape": (c.data.slices.size, c.data.slices.size, c.data.slices.channels)}
-        if name == "u_resunet":
-            options["cascade_input"] = ctx.option["cascade_input"]
-        else:
-            options.pop("norm_momentum", None)  # the plain U-Net has no batch normalisation
-        model = create_model(name, **options)
+        model = make_model(c.models[name], input_shape=(c.data.slices.size, c.data.slices.size, c.data.slices.channels))
         model.compile(optimizer=make_optimizer(c.train), loss=make_loss(c.train.loss),
                       metrics=make_metrics(c.train.metrics))
         return model

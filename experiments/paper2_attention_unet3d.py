@@ -23,14 +23,13 @@ import keras
 import numpy as np
 
 from brats_keras.bench import peak_rss_mb
-from brats_keras.configs.base import JIT_COMPILE_CHOICES, make_loss, make_metrics, make_optimizer
+from brats_keras.configs.base import JIT_COMPILE_CHOICES, make_loss, make_metrics, make_model, make_optimizer
 from brats_keras.configs.paper2 import EXPERIMENT, MODELS, paper2_config
 from brats_keras.data.pipeline import make_dataset
 from brats_keras.io import default_cache_dir
 from brats_keras.data.synthetic import ensure_synthetic_dataset
 from brats_keras.data.volumes3d import SCALINGS, VolumeIndex, parse_crop
 from brats_keras.inference import InferenceSpec
-from brats_keras.models import create_model
 from brats_keras.papers.paper2 import MODEL_TITLES, preprocessed, score_cohort, tables
 from brats_keras.reporting import plot_training_curves
 from brats_keras.runner import Experiment, Flag, ModelRun
@@ -43,7 +42,7 @@ class Paper2(Experiment):
     factory = staticmethod(paper2_config)
     sources_of_defaults = {"train.epochs": "paper §VIII: 100 epochs", "train.batch_size": "paper §VIII / Table II",
                            "train.learning_rate": "Table II", "data.preprocess.crop": "reference code",
-                           "model.options.filters": "16, doubling to 256", "train.jit_compile": "a 128³ batch of 2 "
+                           "models.*.options.filters": "16, doubling to 256", "train.jit_compile": "a 128³ batch of 2 "
                            "needs 6.8 GB instead of 19.6 GB of host memory on CPU with XLA"}
     flags = (
         Flag("--test-dir", None, "external test cohort in BraTS 2021 layout (the paper's Test-2021); without it a "
@@ -53,11 +52,11 @@ class Paper2(Experiment):
         Flag("--crop", "data.preprocess.crop", "x0:x1,y0:y1,z0:z1 crop", convert=parse_crop),
         Flag("--scaling", "data.preprocess.scaling", "min-max scaling per axial slice (reference) or per volume",
              choices=SCALINGS),
-        Flag("--filters", "model.options.filters", "base filters", type=int),
-        Flag("--attention-activation", "model.options.attention_activation", "spatial attention gate: sigmoid "
+        Flag("--filters", "models.*.options.filters", "base filters", type=int),
+        Flag("--attention-activation", "models.unet3d_spatial_attention.options.attention_activation", "spatial attention gate: sigmoid "
              "(CBAM) or the paper's literal softmax, which makes the attention an identity (docs/paper2.md)",
              choices=("sigmoid", "softmax")),
-        Flag("--attention-in-decoder", "model.options.attention_in_decoder", "spatial attention after each decoder "
+        Flag("--attention-in-decoder", "models.unet3d_spatial_attention.options.attention_in_decoder", "spatial attention after each decoder "
              "up-sampling too (§III: \"during encoding and decoding\"; the spatial-attention model only)", kind="switch"),
         Flag("--learning-rate", "train.learning_rate", "Adam learning rate", type=float),
         Flag("--jit-compile", "train.jit_compile", "XLA for training: on, auto (Keras: XLA on GPU only), off",
@@ -119,11 +118,7 @@ class Paper2(Experiment):
 
     def build(self, ctx, name: str) -> keras.Model:
         c = ctx.config
-        options = dict(c.model.options)
-        if name != "unet3d_spatial_attention":  # the attention settings of the proposed model only
-            options.pop("attention_activation", None)
-            options.pop("attention_in_decoder", None)
-        model = create_model(name, input_shape=c.data.input_shape, **options)
+        model = make_model(c.models[name], input_shape=c.data.input_shape)
         model.compile(optimizer=make_optimizer(c.train), loss=make_loss(c.train.loss),
                       metrics=make_metrics(c.train.metrics), jit_compile=c.train.jit_compile)
         return model

@@ -25,7 +25,7 @@ import numpy as np
 
 from brats_keras.callbacks import DwellLearningRate
 from brats_keras.cli import positive_int
-from brats_keras.configs.base import make_loss, make_metrics, make_optimizer
+from brats_keras.configs.base import make_loss, make_metrics, make_model, make_optimizer
 from brats_keras.configs.paper3 import EXPERIMENT, MODEL, VARIANT_TITLES, VARIANTS, paper3_config
 from brats_keras.data.brats import discover_cases
 from brats_keras.data.pipeline import make_dataset
@@ -33,7 +33,6 @@ from brats_keras.data.slices2d import SliceCache, SliceIndex
 from brats_keras.data.synthetic import ensure_synthetic_dataset
 from brats_keras.errors import BratsKerasError
 from brats_keras.inference import InferenceSpec
-from brats_keras.models import create_model
 from brats_keras.papers.paper3 import FIG_5_1, default_corrected_dir, preprocess, tables
 from brats_keras.reporting import plot_curve_panels, plot_lr_schedule
 from brats_keras.runner import Experiment, Flag, ModelRun, evaluate_slice_model, slice_flags
@@ -113,8 +112,7 @@ class Paper3(Experiment):
 
     def build(self, ctx, slices) -> keras.Model:
         c = ctx.config
-        model = create_model(c.model.name, **{**c.model.options,
-                                              "input_shape": (slices.size, slices.size, slices.channels)})
+        model = make_model(c.models[MODEL], input_shape=(slices.size, slices.size, slices.channels))
         model.compile(optimizer=make_optimizer(c.train), loss=make_loss(c.train.loss),
                       metrics=make_metrics(c.train.metrics), jit_compile=c.train.jit_compile)
         return model

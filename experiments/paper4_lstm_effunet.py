@@ -29,7 +29,7 @@ import keras
 import numpy as np
 
 from brats_keras.callbacks import early_stopping_record, plateau_callbacks
-from brats_keras.configs.base import make_loss, make_metrics, make_optimizer
+from brats_keras.configs.base import make_loss, make_metrics, make_model, make_optimizer
 from brats_keras.configs.paper4 import EXPERIMENT, MODEL_TITLES, MODELS, paper4_config
 from brats_keras.data.figshare import (
     FigshareCache, FigshareIndex, discover_figshare, ensure_synthetic_figshare, patient_tumour_types, read_figshare_mat,
@@ -37,7 +37,6 @@ from brats_keras.data.figshare import (
 )
 from brats_keras.data.pipeline import make_dataset
 from brats_keras.errors import DataError
-from brats_keras.models import create_model
 from brats_keras.models.paper4 import enhancer_of, resolve_encoder_weights
 from brats_keras.papers.paper4 import (
     EFFICIENTNET_RUNS, all_items, encoder_note, enhancer_layer, figures, predict_probabilities, pretrain_stage,
@@ -124,16 +123,12 @@ class Paper4(Experiment):
 
     def build(self, ctx, key: str) -> keras.Model:
         c, size = ctx.config, ctx.config.data.size
-        options = {"input_shape": (size, size, 1), **c.model.options}
-        if key in EFFICIENTNET_RUNS:
-            options["weights"] = ctx.data.weights
-        if key == "proposed":
-            options["enhancer_units"] = c.train.enhancer.units
+        weights = {"weights": ctx.data.weights} if key in EFFICIENTNET_RUNS else {}
         # Every model is initialised from the run's seed on its own, whatever ran before it: a model
         # trained alone (--models) starts as in the full run, and the ablation's two EfficientNet
         # models start from the same network (lstm_effunet's enhancer does not advance the seed stream).
         keras.utils.set_random_seed(c.train.seed)
-        model = create_model(MODELS[key], **options)
+        model = make_model(c.models[key], input_shape=(size, size, 1), **weights)
         if key == "proposed" and ctx.data.enhancer is not None:  # start from the pre-trained denoiser
             model.get_layer(f"{model.name}_enhancer").set_weights(enhancer_layer(ctx.data.enhancer).get_weights())
         model.compile(optimizer=make_optimizer(c.train), loss=make_loss(c.train.loss),

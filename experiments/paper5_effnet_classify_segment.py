@@ -35,13 +35,12 @@ import keras
 import numpy as np
 
 from brats_keras.callbacks import early_stopping_record, plateau_callbacks
-from brats_keras.configs.base import make_loss, make_metrics, make_optimizer
+from brats_keras.configs.base import make_loss, make_metrics, make_model, make_optimizer
 from brats_keras.configs.paper5 import EXPERIMENT, TASKS, paper5_config
 from brats_keras.data.brain_mri import CLASSES, ensure_synthetic_brain_mri
 from brats_keras.data.lgg import ensure_synthetic_lgg, read_lgg_slice
 from brats_keras.data.pipeline import make_dataset
 from brats_keras.errors import BratsKerasError
-from brats_keras.models import create_model
 from brats_keras.models.common import resolve_imagenet_weights
 from brats_keras.models.paper5 import conv_layer_counts
 from brats_keras.papers.paper5 import (
@@ -75,7 +74,7 @@ class Paper5(Experiment):
         Flag("--seg-size", "data.segment.size", "segmenter input size", type=int),
         Flag("--seg-epochs", "train.segment.epochs", "segmenter epochs", type=int),
         Flag("--seg-batch-size", "train.segment.batch_size", "segmenter batch size", type=int),
-        Flag("--seg-filters", "train.segment.model.options.filters", "residual U-Net base filters", type=int),
+        Flag("--seg-filters", "models.segmenter.options.filters", "residual U-Net base filters", type=int),
         Flag("--encoder-weights", None, "EfficientNetB1: ImageNet weights if present locally (auto; then frozen), "
              "required (imagenet), or random (none; then trained); nothing is downloaded",
              choices=list(ENCODER_WEIGHTS), default="auto"),
@@ -126,14 +125,13 @@ class Paper5(Experiment):
 
         def build() -> keras.Model:
             keras.utils.set_random_seed(c.train.seed)
-            model = create_model(c.model.name, input_shape=(settings.size, settings.size, 3), weights=weights,
-                                 num_classes=len(CLASSES), **c.model.options)
+            model = make_model(c.models["classifier"], input_shape=(settings.size, settings.size, 3), weights=weights)
             model.compile(optimizer=make_optimizer(c.train), loss=make_loss(c.train.loss),
                           metrics=make_metrics(c.train.metrics))
             return model
 
         def score(model, history) -> dict:
-            frozen = not model.get_layer(f"{c.model.name}_base").trainable
+            frozen = not model.get_layer(f"{model.name}_base").trainable
             note = classifier_note(weights, ctx.option["encoder_weights"], frozen)
             print(note, flush=True)
             probabilities = model.predict(test_ds, verbose=0)
@@ -142,7 +140,7 @@ class Paper5(Experiment):
             classifier_figures(ctx.run, index["test"], probabilities, y_true, y_pred, cm, c.data.overlay_images,
                                ctx.synthetic)
             d.histories["classifier"] = history
-            return {"model": c.model.name, "base_frozen": frozen, "encoder_weights": weights or "random",
+            return {"model": c.models["classifier"].name, "base_frozen": frozen, "encoder_weights": weights or "random",
                     "encoder_note": note, "early_stopping": early_stopping_record(callbacks), **data,
                     "accuracy": float(report["accuracy"]), "report": report, "confusion_matrix": cm.tolist()}
 
@@ -165,7 +163,7 @@ class Paper5(Experiment):
 
         def build() -> keras.Model:
             keras.utils.set_random_seed(c.train.seed)
-            model = create_model(train.model.name, input_shape=(settings.size, settings.size, 3), **train.model.options)
+            model = make_model(c.models["segmenter"], input_shape=(settings.size, settings.size, 3))
             model.compile(optimizer=make_optimizer(train), loss=make_loss(train.loss),
                           metrics=make_metrics(train.metrics))
             return model
@@ -177,10 +175,10 @@ class Paper5(Experiment):
             scores = score_segmentation(probabilities, truths)
             overlay(ctx.run, index["test"], probabilities, c.data.overlay_images, ctx.synthetic)
             d.histories["segmenter"] = history
-            return {"model": train.model.name, "structure": conv_layer_counts(model),
+            return {"model": c.models["segmenter"].name, "structure": conv_layer_counts(model),
                     "early_stopping": early_stopping_record(callbacks), **data, "test": scores}
 
-        bottleneck = train.model.options["filters"] * 2 ** 4  # four poolings (§4.2)
+        bottleneck = c.models["segmenter"].options.filters * 2 ** 4  # four poolings (§4.2)
         return ModelRun(
             key="segmenter", title=f"Segmenter: residual U-Net ({bottleneck}-filter bottleneck, sigmoid)", build=build,
             train=make_dataset(index["train"], batch_size=ctx.batch(train.batch_size), shuffle=True, seed=c.train.seed,

@@ -157,7 +157,7 @@ def test_attention_in_decoder_reaches_the_spatial_attention_model_only():
     experiment = Paper2()
     args = build_parser(experiment).parse_args(["--attention-in-decoder", "--crop", "0:16,0:16,0:16", "--filters", "2"])
     config = resolve_config(experiment, args, quick=True)
-    assert config.model.options["attention_in_decoder"] is True
+    assert config.models["unet3d_spatial_attention"].options.attention_in_decoder is True
     ctx = SimpleNamespace(config=config)
 
     def attention_layers(name):
@@ -167,4 +167,4 @@ def test_attention_in_decoder_reaches_the_spatial_attention_model_only():
         f"unet3d_spatial_attention_dec{j}_attention" for j in range(1, 5)]
     assert attention_layers("unet3d_simple") == []  # the option is the proposed model's, dropped for the others
     default = resolve_config(experiment, build_parser(experiment).parse_args(["--crop", "0:16,0:16,0:16"]), quick=True)
-    assert default.model.options["attention_in_decoder"] is False  # the published reading: encoder only
+    assert default.models["unet3d_spatial_attention"].options.attention_in_decoder is False  # the published reading: encoder only

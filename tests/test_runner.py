@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from brats_keras.configs.base import (
     ExperimentConfig, ModelConfig, TrainConfig, apply_overrides, config_from_dict, config_to_dict, get_path,
-    load_config,
+    load_config, make_model,
 )
 from brats_keras.configs.paper1 import paper1_config
 from brats_keras.configs.paper2 import paper2_config
@@ -20,9 +20,20 @@ from brats_keras.configs.paper3 import paper3_config
 from brats_keras.configs.paper4 import paper4_config
 from brats_keras.configs.paper5 import paper5_config
 from brats_keras.data.synthetic import SYNTHETIC_MARKER
+from brats_keras.models.registry import is_model, register_model
 from brats_keras.runner import Experiment, Flag, ModelRun, build_parser, run
 
 FACTORIES = (paper1_config, paper2_config, paper3_config, paper4_config, paper5_config)
+
+
+def toy(input_shape=(4,), units=3, name="toy") -> keras.Model:
+    """A registered builder: its settings (``units``) are typed from its signature like every paper model's."""
+    return keras.Sequential([keras.Input(input_shape), keras.layers.Dense(units, activation="relu"),
+                             keras.layers.Dense(1, activation="sigmoid")], name=name)
+
+
+if not is_model("toy"):
+    register_model("toy")(toy)
 
 
 @dataclass
@@ -34,7 +45,7 @@ class ToyData:
 def toy_config(*, quick: bool = False) -> ExperimentConfig:
     return ExperimentConfig(
         name="toy", paper="none", data=ToyData(samples=16 if quick else 64),
-        model=ModelConfig("toy", {"units": 3}),
+        models={"toy": ModelConfig("toy", {"units": 3})},
         train=TrainConfig(epochs=2 if quick else 5, batch_size=4, learning_rate=1e-2), synthetic=quick)
 
 
@@ -46,7 +57,7 @@ class Toy(Experiment):
     factory = staticmethod(toy_config)
     sources_of_defaults = {"train.epochs": "Table 9"}
     flags = (
-        Flag("--units", "model.options.units", "hidden units", type=int),
+        Flag("--units", "models.toy.options.units", "hidden units", type=int),
         Flag("--learning-rate", "train.learning_rate", "learning rate", type=float),
         Flag("--variant", None, "which variant", choices=("a", "b"), default="a"),
         Flag("--twice", None, "train two models", kind="switch"),
@@ -80,9 +91,7 @@ class Toy(Experiment):
     def build(self, ctx):
         self.calls.append("build")
         c = ctx.config
-        model = keras.Sequential([keras.Input((c.data.features,)),
-                                  keras.layers.Dense(c.model.options["units"], activation="relu"),
-                                  keras.layers.Dense(1, activation="sigmoid")])
+        model = make_model(c.models["toy"], input_shape=(c.data.features,))
         model.compile(optimizer=keras.optimizers.Adam(c.train.learning_rate), loss="binary_crossentropy")
         return model
 
@@ -114,7 +123,7 @@ def test_a_run_writes_config_results_table_and_exports(toy, tmp_path, capsys):
     assert run(toy, ["--out", str(out), "--units", "5", "--twice"]) == 0
     assert toy.calls == ["sources", "prepare", "build", "build"]
     config = json.loads((out / "config.json").read_text())
-    assert config["model"]["options"] == {"units": 5} and config["train"]["epochs"] == 2  # quick: no --data-dir
+    assert config["models"]["toy"]["options"] == {"units": 5} and config["train"]["epochs"] == 2  # quick: no --data-dir
     assert config["options"] == {"variant": "a", "twice": True} and config["synthetic"] is True
     results = json.loads((out / "results.json").read_text())
     assert results["synthetic"] is True and results["data_dirs"] == {"data": str(tmp_path / "toy_data")}
@@ -151,7 +160,7 @@ def test_config_reproduces_a_run_and_flags_override_it(toy, tmp_path):
     third = tmp_path / "third"
     assert run(toy, ["--config", str(first / "config.json"), "--out", str(third), "--units", "2"]) == 0
     config = json.loads((third / "config.json").read_text())
-    assert config["model"]["options"] == {"units": 2} and config["options"]["variant"] == "b"
+    assert config["models"]["toy"]["options"] == {"units": 2} and config["options"]["variant"] == "b"
     assert config["train"]["seed"] == 7
 
 
@@ -188,10 +197,11 @@ def test_every_paper_config_round_trips_through_json(factory, tmp_path):
 
 def test_overrides_reach_builder_options_and_paths_read_back():
     config = paper1_config(quick=True)
-    changed = apply_overrides(config, {"model.options.filters": 8, "data.slices.size": 32, "train.epochs": None})
-    assert get_path(changed, "model.options.filters") == 8 and get_path(changed, "data.slices.size") == 32
+    changed = apply_overrides(config, {"models.*.options.filters": 8, "data.slices.size": 32, "train.epochs": None})
+    assert get_path(changed, "models.*.options.filters") == 8 and get_path(changed, "data.slices.size") == 32
+    assert [m.options.filters for m in changed.models.values()] == [8, 8]
     assert get_path(changed, "train.epochs") == config.train.epochs  # None: unset flag, kept
-    assert config.model.options["filters"] == 32  # the original is not touched
+    assert get_path(config, "models.u_resunet.options.filters") == 32  # the original is not touched
     with pytest.raises(ValueError, match="no field 'epoch' in TrainConfig"):
         apply_overrides(config, {"train.epoch": 3})
     with pytest.raises(ValueError, match="config.data.slices: size: must be positive, got 0"):

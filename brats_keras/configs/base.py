@@ -1,9 +1,9 @@
 """Building blocks of every experiment's configuration (TF Model Garden style).
 
-An experiment is ``ExperimentConfig(name, paper, data, model, train)``: ``data`` is the paper's own
+An experiment is ``ExperimentConfig(name, paper, data, models, train)``: ``data`` is the paper's own
 data dataclass (e.g. :class:`brats_keras.data.slices2d.SliceSettings` plus split fractions),
-``model`` names a registered model and its overrides, ``train`` holds the optimiser, loss, epochs
-and batch size. Each paper's factory sets the numbers with a comment naming the table or section
+``models`` maps each model the experiment trains to a registered builder and its typed settings
+(:class:`ModelConfig`), ``train`` holds the optimiser, loss, metrics, epochs and batch size. Each paper's factory sets the numbers with a comment naming the table or section
 they come from; the resolved configuration is saved as ``config.json`` in the run folder.
 """
 
@@ -21,7 +21,8 @@ import yaml
 from brats_keras.io import atomic_write_json
 from brats_keras.losses import KERAS_LOSSES, LOSSES
 from brats_keras.metrics import METRICS
-from brats_keras.models.registry import RegistryError, check_model_options
+from brats_keras.models import create_model
+from brats_keras.models.registry import ModelSettings, RegistryError, model_settings
 
 OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd")
 JIT_COMPILE_CHOICES = {"auto": "auto", "on": True, "off": False}
@@ -30,16 +31,26 @@ JIT_COMPILE_CHOICES = {"auto": "auto", "on": True, "off": False}
 
 @dataclass
 class ModelConfig:
-    """A registered model (``brats_keras.models.create_model(name, **options)``)."""
+    """A registered model and its settings: ``options`` is the builder's typed settings dataclass
+    (:func:`brats_keras.models.registry.settings_class`: one field per builder argument, the builder's
+    defaults, checked types). A mapping of some fields may be given and becomes those settings, so
+    ``ModelConfig("u_resunet", {"filters": 16})`` holds every setting of ``u_resunet`` with 16 filters.
+    :func:`make_model` builds it."""
 
     name: str
-    options: dict[str, Any] = field(default_factory=dict)
+    options: ModelSettings | dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self):
-        try:  # a misspelt builder argument is an error when the config is made, not after data preparation
-            check_model_options(self.name, self.options)
-        except RegistryError as exc:
-            raise ValueError(f"model.options: {exc}") from None
+        try:  # an unknown model or setting, or a value of the wrong type, fails when the config is made
+            self.options = model_settings(self.name, self.options)
+        except ValueError as exc:
+            raise ValueError(f"model {self.name!r}: {exc}") from None
+
+
+def make_model(model: ModelConfig, **build_args) -> keras.Model:
+    """Build ``model`` with its settings and the arguments only the experiment knows when it builds
+    (``input_shape`` from its data, resolved encoder ``weights``: :data:`~brats_keras.models.registry.BUILD_ARGUMENTS`)."""
+    return create_model(model.name, **model.options.kwargs(), **build_args)
 
 
 @dataclass
@@ -113,7 +124,8 @@ class ExperimentConfig:
     paper: str
     """Source paper file under ``shared/papers``."""
     data: Any
-    model: ModelConfig
+    models: dict[str, ModelConfig]
+    """Every model the experiment can train, by its key (the run's sub-folder, ``results["models"]``)."""
     train: TrainConfig
     synthetic: bool = False
     """True when the run uses the synthetic stand-in data (reported in every output)."""
@@ -150,7 +162,19 @@ def config_from_dict(template: Any, data: Any, where: str = "config") -> Any:
     Each dataclass is rebuilt with ``dataclasses.replace``, so its ``__post_init__`` checks the values.
     ``config_from_dict(t, config_to_dict(c)) == c`` for every config ``c`` of ``t``'s shape (tested).
     """
-    if dataclasses.is_dataclass(template) and not isinstance(template, type):
+    if isinstance(template, ModelConfig) and isinstance(data, dict) and data.get("name", template.name) != template.name:
+        try:  # another model: its settings start from that builder's defaults
+            template = ModelConfig(data["name"])
+        except ValueError as exc:
+            raise ValueError(f"{where}: {exc}") from None
+    if isinstance(template, dict) and template and all(_is_config(v) for v in template.values()):
+        if not isinstance(data, dict):
+            raise ValueError(f"{where}: expected a mapping, got {data!r}")
+        unknown = sorted(set(data) - set(template))
+        if unknown:
+            raise ValueError(f"{where}.{unknown[0]}: no such entry (entries: {', '.join(template)})")
+        return {k: config_from_dict(v, data[k], f"{where}.{k}") if k in data else v for k, v in template.items()}
+    if _is_config(template):
         if not isinstance(data, dict):
             raise ValueError(f"{where}: expected a mapping for {type(template).__name__}, got {data!r}")
         names = {f.name for f in dataclasses.fields(template)}
@@ -167,6 +191,10 @@ def config_from_dict(template: Any, data: Any, where: str = "config") -> Any:
         element = template[0] if template else None
         return tuple(config_from_dict(element, v, f"{where}[{i}]") for i, v in enumerate(data))
     return data
+
+
+def _is_config(value: Any) -> bool:
+    return dataclasses.is_dataclass(value) and not isinstance(value, type)
 
 
 def load_config(path: str | Path, template: Any) -> Any:
@@ -191,14 +219,64 @@ def load_config(path: str | Path, template: Any) -> Any:
         raise ValueError(f"{path}: {exc}") from None
 
 
+def expand_path(config: Any, dotted: str) -> list[str]:
+    """The concrete paths a dotted path names: itself, or for a ``*`` segment (``"models.*.options.filters"``)
+    one path per entry of that mapping that has the rest of the path (every model with a ``filters``
+    setting). Raises ``ValueError`` when none does."""
+    parts = dotted.split(".")
+    if "*" not in parts:
+        return [dotted]
+    i = parts.index("*")
+    head = ".".join(parts[:i])
+    mapping = get_path(config, head) if head else config
+    if not isinstance(mapping, dict):
+        raise ValueError(f"config path {dotted!r}: {head!r} is not a mapping")
+    found = [path for key in mapping
+             for path in _expand_quiet(config, ".".join([*parts[:i], str(key), *parts[i + 1:]]))]
+    if not found:
+        raise ValueError(f"config path {dotted!r}: no entry of {head!r} has {'.'.join(parts[i + 1:])!r}")
+    return found
+
+
+def _expand_quiet(config: Any, dotted: str) -> list[str]:
+    """:func:`expand_path`, or ``[]`` where nothing has the path."""
+    if "*" not in dotted.split("."):
+        return [dotted] if _has_path(config, dotted.split(".")) else []
+    try:
+        return expand_path(config, dotted)
+    except ValueError:
+        return []
+
+
+def _has_path(config: Any, parts: list[str]) -> bool:
+    obj = config
+    for name in parts:
+        if isinstance(obj, dict) and name in obj:
+            obj = obj[name]
+        elif _is_config(obj) and name in {f.name for f in dataclasses.fields(obj)}:
+            obj = getattr(obj, name)
+        else:
+            return False
+    return True
+
+
 def get_path(config: Any, dotted: str) -> Any:
-    """The value at a dotted path of a config (``"train.epochs"``, ``"model.options.filters"``);
-    ``None`` where a mapping has no such key. Raises ``ValueError`` for an unknown dataclass field."""
+    """The value at a dotted path of a config (``"train.epochs"``, ``"models.unet2d.options.filters"``);
+    ``None`` where a plain mapping has no such key. A ``*`` path (:func:`expand_path`) gives the common
+    value of its entries, or ``{entry: value}`` when they differ. Raises ``ValueError`` for an unknown
+    field."""
+    if "*" in dotted.split("."):
+        values = {path: get_path(config, path) for path in expand_path(config, dotted)}
+        distinct = list(dict.fromkeys(map(repr, values.values())))
+        if len(distinct) == 1:
+            return next(iter(values.values()))
+        i = dotted.split(".").index("*")
+        return {path.split(".")[i]: value for path, value in values.items()}
     obj = config
     for name in dotted.split("."):
         if isinstance(obj, dict):
             obj = obj.get(name)
-        elif dataclasses.is_dataclass(obj) and name in {f.name for f in dataclasses.fields(obj)}:
+        elif _is_config(obj) and name in {f.name for f in dataclasses.fields(obj)}:
             obj = getattr(obj, name)
         else:
             raise ValueError(f"config path {dotted!r}: no field {name!r} in {type(obj).__name__}")
@@ -206,26 +284,30 @@ def get_path(config: Any, dotted: str) -> Any:
 
 
 def apply_overrides(config: Any, overrides: dict[str, Any]) -> Any:
-    """A copy of ``config`` with dotted-path fields replaced, e.g. ``{"train.epochs": 3}``.
+    """A copy of ``config`` with dotted-path fields replaced, e.g. ``{"train.epochs": 3}``; a ``*`` path
+    (``"models.*.options.filters"``) sets every entry that has the field (:func:`expand_path`).
 
     ``None`` values are skipped (an unset command-line flag keeps the paper default). Unknown paths
-    raise ``ValueError`` naming the path; below a ``dict`` field (``model.options``) a key is set or
-    replaced.
+    raise ``ValueError`` naming the path; below a plain ``dict`` field (``options``) a key is set or
+    replaced; a typed field checks the value (a model setting of the wrong type is refused).
     """
     for dotted, value in overrides.items():
         if value is None:
             continue
-        parts = dotted.split(".")
-        config = _replace(config, parts, value, dotted)
+        for path in expand_path(config, dotted):
+            config = _replace(config, path.split("."), value, path)
     return config
 
 
 def _replace(obj: Any, parts: list[str], value: Any, dotted: str) -> Any:
     name = parts[0]
-    if isinstance(obj, dict):  # e.g. model.options: a builder keyword argument, set or replaced
+    if isinstance(obj, dict):
+        if name not in obj and any(_is_config(v) for v in obj.values()):
+            raise ValueError(f"config override {dotted!r}: no entry {name!r} (entries: {', '.join(obj)})")
         return {**obj, name: value if len(parts) == 1 else _replace(obj.get(name), parts[1:], value, dotted)}
-    if not (dataclasses.is_dataclass(obj) and name in {f.name for f in dataclasses.fields(obj)}):
-        raise ValueError(f"config override {dotted!r}: no field {name!r} in {type(obj).__name__}")
+    if not (_is_config(obj) and name in {f.name for f in dataclasses.fields(obj)}):
+        fields = f" (fields: {', '.join(f.name for f in dataclasses.fields(obj))})" if _is_config(obj) else ""
+        raise ValueError(f"config override {dotted!r}: no field {name!r} in {type(obj).__name__}{fields}")
     new_value = value if len(parts) == 1 else _replace(getattr(obj, name), parts[1:], value, dotted)
     return dataclasses.replace(obj, **{name: new_value})
 
@@ -234,15 +316,17 @@ QUICK_NORM_MOMENTUM = 0.9
 """Batch-norm momentum of the quick profiles (a hundred or so optimisation steps)."""
 
 
-def quick_profile_norm_momentum(options: dict[str, Any]) -> dict[str, Any]:
-    """``options`` with ``norm_momentum=0.9`` for a quick profile's short schedule.
+def quick_profile_norm_momentum(models: dict[str, ModelConfig]) -> dict[str, ModelConfig]:
+    """``models`` with ``norm_momentum=0.9`` in every model that has batch normalisation, for a quick
+    profile's short schedule.
 
     With Keras' default 0.99, after ~100 steps 0.99**100 = 37 % of the batch-norm moving statistics
     are still their initial values (mean 0, variance 1) and inference-mode outputs are wrong
     (measured in paper 1's quick profile, docs/paper1.md); 0.9 forgets them (0.9**100 ≈ 3e-5).
     Training-mode computation is unchanged; paper profiles keep 0.99.
     """
-    return {**options, "norm_momentum": QUICK_NORM_MOMENTUM}
+    return {key: dataclasses.replace(m, options=dataclasses.replace(m.options, norm_momentum=QUICK_NORM_MOMENTUM))
+            if hasattr(m.options, "norm_momentum") else m for key, m in models.items()}
 
 
 def _build_named(kind: str, name: str, options: dict, registry: dict, plain: tuple[str, ...]):

@@ -63,7 +63,7 @@ class Paper1Data:
             raise ValueError(f"eval_slices: {self.eval_slices!r} not in ('window', 'all')")
 
 
-def paper1_config(model: str = "u_resunet", *, quick: bool = False) -> ExperimentConfig:
+def paper1_config(*, quick: bool = False) -> ExperimentConfig:
     """The paper profile, or the quick synthetic profile (``quick=True``)."""
     train = TrainConfig(
         epochs=20,  # Tables 6.1 / 6.2 go to epoch 20
@@ -88,15 +88,17 @@ def paper1_config(model: str = "u_resunet", *, quick: bool = False) -> Experimen
             synthetic_cases=12,
             max_eval_cases=2,
         )
-    # input shape follows data.slices (size × size × channels) and is set when the model is built
-    options = {"num_classes": 4, "filters": 32}  # base filters 32: bottom 8×8×512 (REPLICATION.md choice)
+    # input shape follows data.slices (size × size × channels) and is set when the model is built;
+    # base filters 32: bottom 8×8×512 (REPLICATION.md choice); the cascade hands the ResUNet the U-Net's
+    # last decoder features (our choice; `probabilities` is its softmax output)
+    models = {name: ModelConfig(name, {"num_classes": 4, "filters": 32}) for name in MODELS}
     if quick:
-        options = quick_profile_norm_momentum(options)  # ~100 steps: BN statistics must catch up
+        models = quick_profile_norm_momentum(models)  # ~100 steps: BN statistics must catch up
     return ExperimentConfig(
         name=EXPERIMENT,
         paper=PAPER_FILE,
         data=data,
-        model=ModelConfig(model, options),
+        models=models,
         train=train,
         synthetic=quick,
     )

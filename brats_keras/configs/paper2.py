@@ -126,21 +126,25 @@ def paper2_config(*, quick: bool = False) -> ExperimentConfig:
             synthetic_test_cases=6,
             synthetic_shape=QUICK_SHAPE,
         )
-    options = {
+    shared = {
         "num_classes": 4,  # classes 0, 1, 2, 4→3 (reference pipeline)
         "filters": 16,  # 16-32-64-128-256 (REPLICATION.md choice, from the reference code)
+    }
+    models = {name: ModelConfig(name, shared) for name in MODELS}
+    models["unet3d_spatial_attention"] = ModelConfig("unet3d_spatial_attention", {
+        **shared,
         "attention_activation": "sigmoid",  # REPLICATION.md audit: the paper's softmax is the identity
         # §III: attention "during encoding and decoding"; the published reading used so far applies it after
         # the encoder's pools only (docs/paper2.md); --attention-in-decoder adds it after each up-sampling
         "attention_in_decoder": False,
-    }
+    })
     if quick:
-        options = quick_profile_norm_momentum(options)  # ~100 steps: BN statistics must catch up
+        models = quick_profile_norm_momentum(models)  # ~100 steps: BN statistics must catch up
     return ExperimentConfig(
         name=EXPERIMENT,
         paper=PAPER_FILE,
         data=data,
-        model=ModelConfig("unet3d_spatial_attention", options),
+        models=models,
         train=train,
         synthetic=quick,
     )

@@ -144,7 +144,7 @@ def paper3_config(*, quick: bool = False) -> ExperimentConfig:
         name=EXPERIMENT,
         paper=PAPER_FILE,
         data=data,
-        model=ModelConfig(MODEL, {"num_classes": 4, "filters": 32}),  # choice: 32 filters, see docs/paper3.md
+        models={MODEL: ModelConfig(MODEL, {"num_classes": 4, "filters": 32})},  # choice: 32 filters, see docs/paper3.md
         train=train,
         synthetic=quick,
     )

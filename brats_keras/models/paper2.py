@@ -28,6 +28,8 @@ arguments filled in.
 
 from __future__ import annotations
 
+import inspect
+
 import keras
 
 from brats_keras.layers.conv import check_initializer
@@ -126,9 +128,27 @@ def _variant(**fixed):
 _SIMPLE = _variant(norm="none", attention="none")
 _MODIFIED = _variant(norm="batch", attention="none")
 _SPATIAL = _variant(norm="batch", attention="spatial")
+_ATTENTION_ARGS = ("attention_activation", "attention_kernel_size", "attention_in_decoder")
+
+
+def _forwards(*hidden: str):
+    """Give a variant the signature of what it takes: its own arguments and those of :func:`unet3d`
+    it forwards (its model settings, ``brats_keras.models.registry.settings_class``), without the
+    ``hidden`` ones it fixes or that mean nothing for it."""
+
+    def decorate(variant):
+        own = [p for p in inspect.signature(variant).parameters.values() if p.kind is not p.VAR_KEYWORD]
+        taken = {p.name for p in own} | set(hidden)
+        forwarded = [p.replace(kind=p.KEYWORD_ONLY) for p in inspect.signature(unet3d).parameters.values()
+                     if p.name not in taken]
+        variant.__signature__ = inspect.Signature(own + forwarded)
+        return variant
+
+    return decorate
 
 
 @register_model("unet3d_simple")
+@_forwards("norm", "attention", "norm_momentum", *_ATTENTION_ARGS)
 def unet3d_simple(input_shape=PAPER_INPUT_SHAPE, num_classes=4, name="unet3d_simple", **kwargs) -> keras.Model:
     """Paper 2's "Simple Unet": :func:`unet3d` without normalisation or attention (Table III row 1).
 
@@ -138,6 +158,7 @@ def unet3d_simple(input_shape=PAPER_INPUT_SHAPE, num_classes=4, name="unet3d_sim
 
 
 @register_model("unet3d_modified")
+@_forwards("norm", "attention", *_ATTENTION_ARGS)
 def unet3d_modified(input_shape=PAPER_INPUT_SHAPE, num_classes=4, name="unet3d_modified", **kwargs) -> keras.Model:
     """Paper 2's "Modified / Optimized Unet": batch normalisation after every convolution
     (conv → BN → ReLU, §V and §VIII "ReLU with batch normalization"), no attention (Table III row 2)."""
@@ -145,6 +166,7 @@ def unet3d_modified(input_shape=PAPER_INPUT_SHAPE, num_classes=4, name="unet3d_m
 
 
 @register_model("unet3d_spatial_attention")
+@_forwards("norm", "attention")
 def unet3d_spatial_attention(input_shape=PAPER_INPUT_SHAPE, num_classes=4, attention_activation="sigmoid",
                              attention_in_decoder=False, name="unet3d_spatial_attention", **kwargs) -> keras.Model:
     """Paper 2's proposed "Spatial Attention Unet": the modified U-Net with spatial attention after

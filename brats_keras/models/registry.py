@@ -18,10 +18,12 @@ An unknown name, a name registered twice, or an override the builder does not ac
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import difflib
 import fnmatch
 import inspect
 from collections.abc import Callable, Iterator
+from typing import Any, ClassVar
 
 import keras
 
@@ -134,12 +136,99 @@ def _check_overrides(name: str, builder: Builder, overrides: dict) -> None:
         )
 
 
-def check_model_options(model_name: str, options: dict) -> None:
-    """Raise ``RegistryError`` if the builder registered under ``model_name`` cannot take ``options``
-    (an unknown keyword, named with the accepted ones); nothing is built. An unregistered name passes:
-    it is checked when the model is created."""
-    if model_name in _REGISTRY:
-        _check_overrides(model_name, _REGISTRY[model_name], options)
+BUILD_ARGUMENTS = ("input_shape", "name", "weights")
+"""Builder arguments an experiment passes when it builds the model (from its data: the input shape,
+the model name, resolved encoder weights), never part of a model's settings."""
+
+
+class ModelSettings:
+    """Base of the typed settings of one registered builder (:func:`settings_class`).
+
+    One dataclass field per keyword argument of the builder except :data:`BUILD_ARGUMENTS`, with the
+    builder's default; the field's type is the type of that default (``bool``, ``int``, ``float``,
+    ``str``, ``tuple``; a ``None`` default takes any value). Making one checks every value:
+    ``UResunetSettings(filters="16")`` raises ``ValueError`` naming the field.
+    """
+
+    model: ClassVar[str]
+    """The registered name these are the settings of."""
+
+    def __post_init__(self):
+        for f in dataclasses.fields(self):
+            setattr(self, f.name, _checked(self.model, f.name, f.type, getattr(self, f.name)))
+
+    def kwargs(self) -> dict[str, Any]:
+        """The builder's keyword arguments (every field)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+
+def _checked(model: str, field_name: str, kind: Any, value: Any) -> Any:
+    """``value`` as a ``kind`` field takes it (a JSON list becomes a tuple, an int a float), or ``ValueError``."""
+    ok = {
+        bool: lambda v: isinstance(v, bool),
+        int: lambda v: isinstance(v, int) and not isinstance(v, bool),
+        float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+        str: lambda v: isinstance(v, str),
+        tuple: lambda v: isinstance(v, (list, tuple)),
+    }.get(kind)
+    if ok is None:
+        return value
+    if not ok(value):
+        raise ValueError(f"{field_name} of model {model!r}: expected {kind.__name__}, got {value!r}")
+    if kind is float:
+        return float(value)
+    if kind is tuple:
+        return tuple(value)
+    return value
+
+
+def _field_type(default: Any) -> Any:
+    for kind in (bool, int, float, str, tuple):
+        if type(default) is kind:
+            return kind
+    return Any
+
+
+_SETTINGS: dict[tuple[str, int], type[ModelSettings]] = {}
+
+
+def settings_class(model_name: str) -> type[ModelSettings]:
+    """The settings dataclass of the builder registered under ``model_name`` (made once, from its
+    signature; a builder that takes ``**kwargs`` sets ``__signature__`` to name them). Raises
+    ``RegistryError`` for an unknown name or a builder argument without a default."""
+    builder = get_model_builder(model_name)
+    key = (model_name, id(builder))
+    if key not in _SETTINGS:
+        fields = []
+        for p in inspect.signature(builder).parameters.values():
+            if p.name in BUILD_ARGUMENTS or p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
+                continue
+            if p.default is p.empty:
+                raise RegistryError(f"builder of model {model_name!r}: argument {p.name!r} has no default, so it "
+                                    "cannot be a model setting")
+            fields.append((p.name, _field_type(p.default), dataclasses.field(default=p.default)))
+        title = "".join(part.capitalize() for part in model_name.split("_"))
+        _SETTINGS[key] = dataclasses.make_dataclass(f"{title}Settings", fields, bases=(ModelSettings,),
+                                                    namespace={"model": model_name})
+    return _SETTINGS[key]
+
+
+def model_settings(model_name: str, values: Any = None) -> ModelSettings:
+    """The typed settings of ``model_name`` from a mapping of some of its fields (the others keep the
+    builder's defaults), or ``values`` itself if it already is one. Raises ``RegistryError`` for an
+    unknown model or field (listing the fields), ``ValueError`` for a value of the wrong type."""
+    cls = settings_class(model_name)
+    if isinstance(values, cls):
+        return values
+    if isinstance(values, ModelSettings):
+        raise RegistryError(f"settings of model {values.model!r} given for model {model_name!r}")
+    values = dict(values or {})
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(values) - set(names))
+    if unknown:
+        raise RegistryError(f"model {model_name!r} has no setting {', '.join(map(repr, unknown))}; "
+                            f"its settings are: {', '.join(names) or '(none)'}")
+    return cls(**values)
 
 
 def create_model(model_name: str, /, **overrides) -> keras.Model:

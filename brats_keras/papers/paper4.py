@@ -99,7 +99,8 @@ def pretrain_stage(config, run, resume: bool, size: int, train_images, val_image
         print(f"LSTM stage: reusing the pre-trained enhancer {path}", flush=True)
         enhancer, history = load_model(path), read_json_or_none(history_path) or {}
     else:
-        enhancer = create_model("lstm_enhancer", input_shape=(size, size, 1), units=settings.units)
+        enhancer = create_model("lstm_enhancer", input_shape=(size, size, 1),
+                                units=config.models["proposed"].options.enhancer_units)
         history = {}
         if settings.pretrain_epochs:
             print(f"\n=== LSTM stage: denoising pre-training, RMSprop, {settings.pretrain_epochs} epochs ===", flush=True)
