@@ -32,6 +32,7 @@ from brats_keras.data.brats import Case
 from brats_keras.data.correction import CorrectionSettings
 from brats_keras.data.slices2d import SliceSettings, normalization_stats, normalize_volume, resize_images
 from brats_keras.data.volumes3d import Preprocess3DSettings, scale_channels
+from brats_keras.labels import BRATS
 
 PredictFn = Callable[[np.ndarray], Any]
 """A batch ``(B, ...)`` → class probabilities ``(B, ..., K)``."""
@@ -155,7 +156,8 @@ class InferenceSpec:
 def to_brats_labels(classes: np.ndarray) -> np.ndarray:
     """Training classes {0, 1, 2, 3} → BraTS labels {0, 1, 2, 4} (uint8)."""
     classes = np.asarray(classes).astype(np.uint8)
-    return np.where(classes == 3, 4, classes).astype(np.uint8)
+    et = BRATS.by_key("ET")
+    return np.where(classes == et.index, et.code, classes).astype(np.uint8)
 
 
 def uncrop_labels(classes: np.ndarray, crop, shape) -> np.ndarray:

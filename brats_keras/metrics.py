@@ -44,6 +44,8 @@ from collections.abc import Sequence
 import keras
 from keras import ops
 
+from brats_keras.labels import region_classes
+
 __all__ = [
     "REGION_CLASSES",
     "DiceScore",
@@ -56,8 +58,9 @@ __all__ = [
     "hard_predictions",
 ]
 
-REGION_CLASSES: dict[str, tuple[int, ...]] = {"ET": (3,), "TC": (1, 3), "WT": (1, 2, 3)}
-"""BraTS evaluation regions as sets of training classes (enhancing tumour, tumour core, whole tumour)."""
+REGION_CLASSES: dict[str, tuple[int, ...]] = region_classes()
+"""BraTS evaluation regions as sets of training classes (enhancing tumour, tumour core, whole tumour):
+``{"ET": (3,), "TC": (1, 3), "WT": (1, 2, 3)}`` (:data:`brats_keras.labels.BRATS_REGIONS`)."""
 
 SMOOTH = 1e-5
 

@@ -18,6 +18,7 @@ from brats_keras.configs.base import ExperimentConfig, LossConfig, MetricConfig,
 from brats_keras.data.correction import CorrectionSettings
 from brats_keras.data.slices2d import NORMALIZATIONS, SliceSettings
 from brats_keras.data.splits import PAPER1_SPLIT
+from brats_keras.labels import region_classes
 
 EXPERIMENT = "paper3_unet_dwell"
 PAPER_FILE = "002_1845296d8be7a3a0.txt"
@@ -59,7 +60,7 @@ class Paper3Train(TrainConfig):
     dwell: DwellSettings = field(default_factory=DwellSettings)
 
 
-TUMOUR_CLASSES = [1, 2, 3]
+TUMOUR_CLASSES = list(region_classes()["WT"])  # [1, 2, 3]: the whole tumour
 """Classes of the Dice loss and of the Dice coefficient metric: the tumour classes (**choice**, the
 paper's Dice "assesses the extent to which the model's segmentation aligns with the true tumor
 location"; with background included the U-Net collapsed to all-background, docs/paper3.md)."""

@@ -20,23 +20,27 @@ from brats_keras.configs.base import (
     ExperimentConfig, LossConfig, MetricConfig, ModelConfig, TrainConfig, quick_profile_norm_momentum,
 )
 from brats_keras.data.augment import AugmentSettings
+from brats_keras.labels import BRAIN_MRI, LGG_SLICES
 
 EXPERIMENT = "paper5_effnet_classify_segment"
 PAPER_FILE = "004_91819a1a59d0cf73.txt"
 TASKS = ("classify", "segment")
 
 PAPER_REPORT = {
-    "meningioma": {"precision": 0.997, "recall": 0.995, "f1-score": 0.991},
-    "glioma": {"precision": 0.992, "recall": 0.994, "f1-score": 0.990},
-    "pituitary": {"precision": 0.998, "recall": 0.989, "f1-score": 0.993},
-    "notumor": {"precision": 0.992, "recall": 0.991, "f1-score": 0.990},
+    **BRAIN_MRI.per_class(
+        meningioma={"precision": 0.997, "recall": 0.995, "f1-score": 0.991},
+        glioma={"precision": 0.992, "recall": 0.994, "f1-score": 0.990},
+        pituitary={"precision": 0.998, "recall": 0.989, "f1-score": 0.993},
+        notumor={"precision": 0.992, "recall": 0.991, "f1-score": 0.990},
+    ),
     "accuracy": 0.9939,
 }
 """Paper 5, §3.4: the classification report and the test accuracy 99.39 %. Meningioma's F1 0.991 is
 below both its precision 0.997 and recall 0.995, which a harmonic mean cannot be (audit)."""
 PAPER_TABLE1 = {
-    "classify": {"meningioma": (1339, 306), "glioma": (1321, 300), "pituitary": (1457, 300), "notumor": (1595, 405)},
-    "segment": {"tumour present": (1167, 206), "no tumour": (2181, 386)},
+    "classify": BRAIN_MRI.per_class(meningioma=(1339, 306), glioma=(1321, 300), pituitary=(1457, 300),
+                                    notumor=(1595, 405)),
+    "segment": {LGG_SLICES[1].key: (1167, 206), LGG_SLICES[0].key: (2181, 386)},  # tumour present, no tumour
 }
 """Paper 5, Table 1 ("Dataset Description"): (Training, Testing) images per class of the classification
 set — the release's two folders — and slices with / without tumour of the segmentation set (its

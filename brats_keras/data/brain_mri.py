@@ -34,17 +34,16 @@ from brats_keras.data.prepared import PreparedArrayCache, PreparedIndex
 from brats_keras.data.synthetic import SYNTHETIC_MARKER, write_atomic
 from brats_keras.errors import BratsKerasError, DataError
 from brats_keras.io import atomic_write_json, default_cache_dir
+from brats_keras.labels import BRAIN_MRI, FIGSHARE
 from brats_keras.progress import progress_bar
 
-CLASSES = ("glioma", "meningioma", "notumor", "pituitary")
-"""Class index → the release's folder name (alphabetical, as Keras' ``image_dataset_from_directory`` orders them)."""
-CLASS_TITLES = {"glioma": "glioma", "meningioma": "meningioma", "notumor": "no tumour", "pituitary": "pituitary"}
-FOLDER_ALIASES = {
-    "glioma": "glioma", "glioma_tumor": "glioma",
-    "meningioma": "meningioma", "meningioma_tumor": "meningioma",
-    "notumor": "notumor", "no_tumor": "notumor", "no_tumour": "notumor",
-    "pituitary": "pituitary", "pituitary_tumor": "pituitary",
-}
+CLASSES = BRAIN_MRI.keys
+"""Class index → the release's folder name (alphabetical, as Keras' ``image_dataset_from_directory`` orders
+them): ``("glioma", "meningioma", "notumor", "pituitary")`` (:data:`brats_keras.labels.BRAIN_MRI`)."""
+CLASS_TITLES = {c.key: c.title for c in BRAIN_MRI}
+"""Folder name → title in tables and figures (``"notumor"`` → ``"no tumour"``)."""
+FOLDER_ALIASES = BRAIN_MRI.spellings()
+"""Folder name, in either spelling (``glioma`` or the older copies' ``glioma_tumor`` …) → its class."""
 PARTS = ("Training", "Testing")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 MIN_SIZE = 16
@@ -160,8 +159,8 @@ class BrainMRIIndex(PreparedIndex):
 
 
 # ---------------------------------------------------------------------------------------- synthetic
-TABLE1_COUNTS = {"Training": {"glioma": 1321, "meningioma": 1339, "notumor": 1595, "pituitary": 1457},
-                 "Testing": {"glioma": 300, "meningioma": 306, "notumor": 405, "pituitary": 300}}
+TABLE1_COUNTS = {"Training": BRAIN_MRI.per_class(glioma=1321, meningioma=1339, notumor=1595, pituitary=1457),
+                 "Testing": BRAIN_MRI.per_class(glioma=300, meningioma=306, notumor=405, pituitary=300)}
 """Paper 5, Table 1 (the release's counts)."""
 
 _SIZES = (512, 512, 512, 256, 350, 630, 225)
@@ -171,11 +170,10 @@ _SIZES = (512, 512, 512, 256, 350, 630, 225)
 def _synthetic_image(rng: np.random.Generator, label_name: str, base: int) -> tuple[np.ndarray, bool]:
     """One SYNTHETIC slice of class ``label_name`` as uint8 grey ``(h, w)`` (windowed to 0–255, some
     cropped to a non-square field of view), and whether to save it as grey (else RGB)."""
-    if label_name == "notumor":
-        image = synthesize_tumour_free_slices(rng, 1, base)[0]
+    if label_name in FIGSHARE.keys:  # a tumour type of the figshare stand-in, drawn by its label
+        image = synthesize_figshare_patient(rng, FIGSHARE.by_key(label_name).code, 1, base)[0].image
     else:
-        label = {"meningioma": 1, "glioma": 2, "pituitary": 3}[label_name]
-        image = synthesize_figshare_patient(rng, label, 1, base)[0].image
+        image = synthesize_tumour_free_slices(rng, 1, base)[0]
     x = image.astype(np.float32)
     hi = np.percentile(x, rng.uniform(99.0, 99.9))
     x = np.clip(x / max(hi, 1.0) * 255.0, 0, 255).astype(np.uint8)
@@ -207,7 +205,7 @@ def write_brain_mri_dataset(out_dir, *, per_class: dict[str, int] | int, test_pe
     out_dir = Path(out_dir)
     written = []
     jobs = [(part, c, k) for part in PARTS for c in CLASSES for k in range(counts[part][c])]
-    short = {"glioma": "gl", "meningioma": "me", "notumor": "no", "pituitary": "pi"}
+    short = BRAIN_MRI.per_class(glioma="gl", meningioma="me", notumor="no", pituitary="pi")  # the release's file names
     for part, c, k in progress_bar(jobs, desc="synthetic brain-tumor-mri", unit="image", disable=not progress):
         rng = np.random.default_rng([int(seed), PARTS.index(part), CLASSES.index(c), k])
         base = int(rng.choice(_SIZES))

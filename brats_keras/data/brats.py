@@ -33,6 +33,7 @@ from brats_keras.data.layout import (
 )
 from brats_keras.errors import DataError
 from brats_keras.io import atomic_path
+from brats_keras.labels import BRATS
 
 _DECODE_ERRORS = (
     nib.filebasedimages.ImageFileError,
@@ -224,8 +225,8 @@ def validate_labels(label: np.ndarray, *, case_id: str = "?", path: str | Path |
     extra = sorted(set(present.tolist()) - set(BRATS_LABELS))
     if extra == [3] and 4 not in present:
         raise DataError(
-            "label 3 present and no label 4: this looks like the BraTS 2023 convention (3 = enhancing "
-            "tumour); BraTS 2020/2021 use 4 — convert 3 → 4 before training",
+            f"label 3 present and no label 4: this looks like the BraTS 2023 convention (3 = "
+            f"{BRATS.by_key('ET').title}); BraTS 2020/2021 use 4 — convert 3 → 4 before training",
             case=case_id,
             path=path,
         )

@@ -21,14 +21,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from brats_keras.labels import BRATS
+
 MODALITIES: tuple[str, ...] = ("flair", "t1", "t1ce", "t2")
 """Image modalities in the order the synthesizer writes them (any order can be requested)."""
 
 LABEL_KEY = "seg"
-BRATS_LABELS: tuple[int, ...] = (0, 1, 2, 4)
-"""Label values of BraTS 2017–2021: background, necrotic/non-enhancing core, edema, enhancing."""
+BRATS_LABELS: tuple[int, ...] = BRATS.codes
+"""Label values of BraTS 2017–2021, (0, 1, 2, 4): background, necrotic/non-enhancing core, edema,
+enhancing (:data:`brats_keras.labels.BRATS`)."""
 
-NUM_CLASSES = 4
+NUM_CLASSES = len(BRATS)
 """Training classes {0, 1, 2, 3}: BraTS label 4 (enhancing) becomes class 3."""
 
 BRATS_SHAPE: tuple[int, int, int] = (240, 240, 155)
@@ -65,8 +68,11 @@ BRATS2021 = DatasetLayout("brats2021", r"BraTS2021_\d{5}", 5, "BraTS2021_")
 LAYOUTS: dict[str, DatasetLayout] = {BRATS2020.name: BRATS2020, BRATS2021.name: BRATS2021}
 
 
+_ET = BRATS.by_key("ET")  # the one class whose file label (4) is not its class index (3)
+
+
 def to_class_indices(labels: np.ndarray) -> np.ndarray:
     """Map BraTS labels {0,1,2,4} to training classes {0,1,2,3} (uint8)."""
     out = np.asarray(labels).astype(np.uint8, copy=True)
-    out[out == 4] = 3
+    out[out == _ET.code] = _ET.index
     return out

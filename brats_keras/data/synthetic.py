@@ -54,10 +54,11 @@ from brats_keras.data.layout import (
 )
 from brats_keras.errors import BratsKerasError
 from brats_keras.io import atomic_write_json, default_cache_dir
+from brats_keras.labels import BRATS
 from brats_keras.progress import progress_bar
 
-NECROTIC, EDEMA, ENHANCING = 1, 2, 4
-"""BraTS label values written to the ``seg`` file."""
+NECROTIC, EDEMA, ENHANCING = (BRATS.by_key(k).code for k in ("NCR", "ED", "ET"))
+"""BraTS label values written to the ``seg`` file (1, 2, 4)."""
 
 EMPTY_ET_FRACTION = 0.15
 """Probability that a drawn case has no enhancing tumour (labels 1 and 2 only)."""
@@ -674,8 +675,8 @@ def save_case_figure(case_dir, out_png) -> Path:
     brain = np.argwhere(volumes["flair"].any(axis=2))
     (i0, j0), (i1, j1) = np.maximum(brain.min(0) - 4, 0), brain.max(0) + 5
     crop = (slice(i0, i1), slice(j0, j1), k)
-    colours = {NECROTIC: ("red", "necrotic / non-enhancing core (1)"), EDEMA: ("lime", "edema (2)"),
-               ENHANCING: ("yellow", "enhancing (4)")}
+    colours = {code: (colour, f"{BRATS.by_code(code).title} ({code})")  # legend: "edema (2)"
+               for code, colour in ((NECROTIC, "red"), (EDEMA, "lime"), (ENHANCING, "yellow"))}
     fig, axes = plt.subplots(1, 5, figsize=(15, 3.9), facecolor="black")
     for ax, key in zip(axes, (*MODALITIES, LABEL_KEY)):
         image = volumes["flair" if key == LABEL_KEY else key][crop].T  # rows: anterior → posterior

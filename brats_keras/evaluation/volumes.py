@@ -54,23 +54,25 @@ import numpy as np
 from scipy import ndimage
 
 from brats_keras.errors import DataError
+from brats_keras.labels import BRATS, BRATS_2023, region_codes
 
 HD95_EMPTY: float = 373.13
 """HD95 (mm) given when exactly one of prediction and reference is empty: the diagonal of the
 240×240×155 BraTS volume at 1 mm (√(240² + 240² + 155²) = 373.129 mm, rounded), the value
 nnU-Net's BraTS scorer and the BraTS 2023 metrics use."""
 
-REGIONS: dict[str, tuple[int, ...]] = {"ET": (4,), "TC": (1, 4), "WT": (1, 2, 4)}
-"""BraTS evaluation regions as sets of BraTS labels (enhancing tumour, tumour core, whole tumour)."""
+REGIONS: dict[str, tuple[int, ...]] = region_codes(BRATS)
+"""BraTS evaluation regions as sets of BraTS labels (enhancing tumour, tumour core, whole tumour):
+``{"ET": (4,), "TC": (1, 4), "WT": (1, 2, 4)}`` (:data:`brats_keras.labels.BRATS_REGIONS`)."""
 
 METRICS: tuple[str, ...] = ("dice", "hd95", "sensitivity", "specificity")
 """Metric names of every region in an :func:`evaluate_case` result, in this order."""
 
-LABEL_SETS: dict[str, tuple[int, ...]] = {"brats": (0, 1, 2, 4), "classes": (0, 1, 2, 3)}
+LABEL_SETS: dict[str, tuple[int, ...]] = {"brats": BRATS.codes, "classes": BRATS_2023.codes}
 """Allowed voxel values for ``labels="brats"`` (BraTS 2017–2021 labels) and ``labels="classes"``
 (training class indices, 3 = enhancing; also the BraTS 2023 label convention)."""
 
-_BRATS_TO_CLASS = {0: 0, 1: 1, 2: 2, 4: 3}
+_ENHANCING = BRATS.by_key("ET").title
 
 SUMMARY_STATS: tuple[str, ...] = ("mean", "std", "median", "p25", "p75", "min", "max", "count")
 """Statistics :func:`aggregate` gives for every region and metric."""
@@ -146,10 +148,10 @@ def _check_label_volume(volume, what: str, labels: str, case: str | None) -> np.
     if bad:
         hint = ""
         if labels == "brats" and 3 in bad:
-            hint = ("; label 3 is the BraTS 2023 / class-index code for enhancing tumour: pass "
+            hint = (f"; label 3 is the BraTS 2023 / class-index code for {_ENHANCING}: pass "
                     "labels='classes' if that is what it means")
         elif labels == "classes" and 4 in bad:
-            hint = "; label 4 is the BraTS 2017-2021 code for enhancing tumour: pass labels='brats'"
+            hint = f"; label 4 is the BraTS 2017-2021 code for {_ENHANCING}: pass labels='brats'"
         raise DataError(f"{what} holds labels {bad} outside the allowed set {list(allowed)} "
                         f"(labels={labels!r}){hint}", case=case)
     return arr.astype(np.uint8, copy=False)
@@ -279,9 +281,7 @@ def specificity(pred, ref) -> float:
 def region_labels(labels: str = "brats") -> dict[str, tuple[int, ...]]:
     """Voxel values making up each region of :data:`REGIONS` for ``labels="brats"`` or ``"classes"``."""
     _check_labels_name(labels)
-    if labels == "brats":
-        return dict(REGIONS)
-    return {name: tuple(_BRATS_TO_CLASS[v] for v in values) for name, values in REGIONS.items()}
+    return region_codes(BRATS if labels == "brats" else BRATS_2023)
 
 
 def region_masks(volume, *, labels: str = "brats") -> dict[str, np.ndarray]:

@@ -7,6 +7,7 @@ into ``table.md``.
 from __future__ import annotations
 
 from brats_keras.configs.paper1 import TABLE_6_1, TABLE_6_2, UNET_BASELINE_TEXT
+from brats_keras.labels import REGION_KEYS
 from brats_keras.reporting import Column, comparison_table, epoch_table
 
 MODEL_TITLES = {"u_resunet": "U-ResUNet (proposed)", "unet2d": "U-Net (baseline)"}
@@ -59,13 +60,13 @@ def tables(results: dict) -> str:
             summary = entry[key]["summary"]
             row = {"model": MODEL_TITLES[name], "slices": label,
                    "cases": summary.get("WT", {}).get("dice", {}).get("count", 0)}
-            for region in ("ET", "TC", "WT"):
+            for region in REGION_KEYS:
                 row[f"dice_{region}"] = summary[region]["dice"]["mean"]
                 row[f"hd95_{region}"] = summary[region]["hd95"]["mean"]
             rows.append(row)
     region_columns = [Column("cases", "test patients", 1, 0, in_paper=False)]
-    region_columns += [Column(f"dice_{r}", f"Dice {r}", 1, 3, in_paper=False) for r in ("ET", "TC", "WT")]
-    region_columns += [Column(f"hd95_{r}", f"HD95 {r} (mm)", 1, 2, in_paper=False) for r in ("ET", "TC", "WT")]
+    region_columns += [Column(f"dice_{r}", f"Dice {r}", 1, 3, in_paper=False) for r in REGION_KEYS]
+    region_columns += [Column(f"hd95_{r}", f"HD95 {r} (mm)", 1, 2, in_paper=False) for r in REGION_KEYS]
     sections.append(comparison_table(
         rows, [], region_columns, key=("model", "slices"),
         title="Whole-volume test metrics (mean over test patients)",

@@ -16,13 +16,14 @@ from brats_keras.configs.paper3 import VARIANT_TITLES
 from brats_keras.data.brats import discover_cases
 from brats_keras.data.correction import MANIFEST_NAME, CorrectionSettings, correct_dataset
 from brats_keras.io import default_cache_dir
+from brats_keras.labels import REGION_KEYS
 from brats_keras.errors import DataError
 from brats_keras.reporting import Column, comparison_table
 
 FIG_5_1 = (("loss", "training loss"), ("val_loss", "validation loss"),
            ("accuracy", "training accuracy"), ("val_soft_dice", "validation Dice coefficient"))
 """Paper 3's Fig. 5.1: training / validation loss on the left, training accuracy / validation Dice on the right."""
-REGIONS = ("ET", "TC", "WT")
+REGIONS = REGION_KEYS  # ET, TC, WT
 
 
 def default_corrected_dir(data_dir: Path, settings: CorrectionSettings) -> Path:

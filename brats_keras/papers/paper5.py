@@ -23,6 +23,7 @@ from brats_keras.data.splits import split_cases
 from brats_keras.errors import DataError
 from brats_keras.evaluation import aggregate, hd95, overlap_counts, scores_from_counts
 from brats_keras.io import atomic_write_json
+from brats_keras.labels import LGG_SLICES
 from brats_keras.models.common import imagenet_weights_file
 from brats_keras.reporting import (
     Column, classification_report_markdown, comparison_table, plot_captioned_images, plot_confusion_matrix,
@@ -126,8 +127,8 @@ def segmentation_data(run: RunDir, resume: bool, root: Path, settings, seed: int
     if not len(index["train"]) or not len(index["test"]):
         raise DataError(f"{len(set(s.patient for s in slices))} patients are too few for a train / test split", path=root)
     tumour = {part: index[part].targets().reshape(len(index[part]), -1).any(axis=1) for part in index}
-    record = {"tumour_counts": {part: {"tumour present": int(t.sum()), "no tumour": int((~t).sum())}
-                                for part, t in tumour.items()},
+    present, absent = LGG_SLICES[1].key, LGG_SLICES[0].key  # "tumour present", "no tumour"
+    record = {"tumour_counts": {part: {present: int(t.sum()), absent: int((~t).sum())} for part, t in tumour.items()},
               "skipped_files": skipped, "skipped_count": len(skipped)}
     return slices, split, index, record
 

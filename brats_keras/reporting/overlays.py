@@ -14,17 +14,23 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from brats_keras.evaluation.classification import class_indices
+from brats_keras.labels import BINARY, BRATS, LabelClass
 from brats_keras.reporting.figures import DEFAULT_DPI, _grey_window, _new_figure, _save_png, _suptitle
 
-BRATS_CLASS_NAMES = (
-    "background",
-    "necrotic / non-enhancing core (NCR, 1)",
-    "edema (ED, 2)",
-    "enhancing tumour (ET, 3 = label 4)",
-)
-"""Training class indices 0..3 (BraTS label 4 mapped to 3), in the order the models predict them."""
 
-BINARY_CLASS_NAMES = ("background", "tumour")
+def _legend_name(c: LabelClass) -> str:
+    """A BraTS class's legend entry: its title, key and class index, and the file label where it differs
+    (``"enhancing tumour (ET, 3 = label 4)"``); background by its title alone."""
+    if c.index == 0:
+        return c.title
+    return f"{c.title} ({c.key}, {c.index}{'' if c.code == c.index else f' = label {c.code}'})"
+
+
+BRATS_CLASS_NAMES = tuple(_legend_name(c) for c in BRATS)
+"""Training class indices 0..3 (BraTS label 4 mapped to 3), in the order the models predict them
+(from :data:`brats_keras.labels.BRATS`)."""
+
+BINARY_CLASS_NAMES = BINARY.titles
 
 BRATS_CLASS_COLORS = {
     1: "#e8262a",  # NCR: red
@@ -195,7 +201,7 @@ def plot_image_grid(
     out_png: str | os.PathLike,
     *,
     row_titles: Sequence[str] | None = None,
-    mask_name: str = "tumour",
+    mask_name: str = BINARY.titles[1],
     title: str | None = None,
     synthetic: bool = False,
     alpha: float = 0.5,
@@ -243,7 +249,7 @@ def plot_image_grid(
             if c == 0 and row_titles is not None:
                 ax.set_ylabel(row_titles[r], fontsize=8)
     if any(mask is not None for row in panels for _, mask in row):
-        _class_legend(fig, colors, ("background", mask_name))
+        _class_legend(fig, colors, (BINARY.titles[0], mask_name))
     _suptitle(fig, title, synthetic)
     return _save_png(fig, out_png)
 

@@ -12,10 +12,12 @@ import numpy as np
 
 from brats_keras.data.splits import SPLIT_NAMES, split_cases
 from brats_keras.errors import DataError
+from brats_keras.labels import FIGSHARE
 from brats_keras.progress import progress_bar
 
-FIGSHARE_LABELS = {1: "meningioma", 2: "glioma", 3: "pituitary"}
-"""``cjdata.label`` → tumour type."""
+FIGSHARE_LABELS = {c.code: c.key for c in FIGSHARE}
+"""``cjdata.label`` → tumour type: ``{1: "meningioma", 2: "glioma", 3: "pituitary"}``
+(:data:`brats_keras.labels.FIGSHARE`)."""
 
 FIGSHARE_FIELDS = ("label", "PID", "image", "tumorBorder", "tumorMask")
 """Fields of the ``cjdata`` struct, in the order MATLAB lists them."""
@@ -131,8 +133,8 @@ def _read_label(group, path: Path) -> int:
         raise DataError(f"cjdata.label must be one number, got {values.size} value(s) of {values.dtype}", path=path)
     value = float(values[0])
     if not value.is_integer() or int(value) not in FIGSHARE_LABELS:
-        raise DataError(f"cjdata.label {value:g} not in {{1, 2, 3}} (1 meningioma, 2 glioma, 3 pituitary)",
-                        path=path)
+        known = ", ".join(f"{code} {name}" for code, name in FIGSHARE_LABELS.items())
+        raise DataError(f"cjdata.label {value:g} not in {set(FIGSHARE_LABELS)} ({known})", path=path)
     return int(value)
 
 
