@@ -21,7 +21,7 @@ import keras
 import numpy as np
 
 from brats_keras.callbacks import EpochTable
-from brats_keras.configs.base import make_loss, make_metrics, make_model, make_optimizer
+from brats_keras.configs.base import make_compiled_model
 from brats_keras.configs.paper1 import EXPERIMENT, MODELS, TABLE_6_1, paper1_config
 from brats_keras.data.brats import discover_cases
 from brats_keras.data.pipeline import make_dataset
@@ -82,10 +82,8 @@ class Paper1(Experiment):
 
     def build(self, ctx, name: str) -> keras.Model:
         c = ctx.config
-        model = make_model(c.models[name], input_shape=(c.data.slices.size, c.data.slices.size, c.data.slices.channels))
-        model.compile(optimizer=make_optimizer(c.train), loss=make_loss(c.train.loss),
-                      metrics=make_metrics(c.train.metrics))
-        return model
+        return make_compiled_model(c.models[name], c.train,
+                                   input_shape=(c.data.slices.size, c.data.slices.size, c.data.slices.channels))
 
     def score(self, ctx, name, model, history, test_table) -> dict:
         c, plots = ctx.config, ctx.run.plots

@@ -23,7 +23,7 @@ import keras
 import numpy as np
 
 from brats_keras.bench import peak_rss_mb
-from brats_keras.configs.base import JIT_COMPILE_CHOICES, make_loss, make_metrics, make_model, make_optimizer
+from brats_keras.configs.base import JIT_COMPILE_CHOICES, make_compiled_model
 from brats_keras.configs.paper2 import EXPERIMENT, MODELS, paper2_config
 from brats_keras.data.pipeline import make_dataset
 from brats_keras.io import default_cache_dir
@@ -118,10 +118,7 @@ class Paper2(Experiment):
 
     def build(self, ctx, name: str) -> keras.Model:
         c = ctx.config
-        model = make_model(c.models[name], input_shape=c.data.input_shape)
-        model.compile(optimizer=make_optimizer(c.train), loss=make_loss(c.train.loss),
-                      metrics=make_metrics(c.train.metrics), jit_compile=c.train.jit_compile)
-        return model
+        return make_compiled_model(c.models[name], c.train, input_shape=c.data.input_shape)
 
     def score(self, ctx, name, model, history) -> dict:
         inference_without_xla_on_cpu(model)

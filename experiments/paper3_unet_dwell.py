@@ -25,7 +25,7 @@ import numpy as np
 
 from brats_keras.callbacks import DwellLearningRate
 from brats_keras.cli import positive_int
-from brats_keras.configs.base import make_loss, make_metrics, make_model, make_optimizer
+from brats_keras.configs.base import make_compiled_model
 from brats_keras.configs.paper3 import EXPERIMENT, MODEL, VARIANT_TITLES, VARIANTS, paper3_config
 from brats_keras.data.brats import discover_cases
 from brats_keras.data.pipeline import make_dataset
@@ -112,10 +112,7 @@ class Paper3(Experiment):
 
     def build(self, ctx, slices) -> keras.Model:
         c = ctx.config
-        model = make_model(c.models[MODEL], input_shape=(slices.size, slices.size, slices.channels))
-        model.compile(optimizer=make_optimizer(c.train), loss=make_loss(c.train.loss),
-                      metrics=make_metrics(c.train.metrics), jit_compile=c.train.jit_compile)
-        return model
+        return make_compiled_model(c.models[MODEL], c.train, input_shape=(slices.size, slices.size, slices.channels))
 
     def score(self, ctx, variant, slices, test_ds, dwell, model, history) -> dict:
         c, d, plots = ctx.config, ctx.data, ctx.run.plots

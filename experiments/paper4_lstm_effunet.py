@@ -29,7 +29,7 @@ import keras
 import numpy as np
 
 from brats_keras.callbacks import early_stopping_record, plateau_callbacks
-from brats_keras.configs.base import make_loss, make_metrics, make_model, make_optimizer
+from brats_keras.configs.base import make_compiled_model
 from brats_keras.configs.paper4 import EXPERIMENT, MODEL_TITLES, MODELS, paper4_config
 from brats_keras.data.figshare import (
     FigshareCache, FigshareIndex, discover_figshare, ensure_synthetic_figshare, patient_tumour_types, read_figshare_mat,
@@ -37,15 +37,13 @@ from brats_keras.data.figshare import (
 )
 from brats_keras.data.pipeline import make_dataset
 from brats_keras.errors import DataError
+from brats_keras.models.common import ENCODER_WEIGHTS_FLAG
 from brats_keras.models.paper4 import enhancer_of, resolve_encoder_weights
 from brats_keras.papers.paper4 import (
     EFFICIENTNET_RUNS, all_items, encoder_note, enhancer_layer, figures, predict_probabilities, pretrain_stage,
     score_test, tables,
 )
 from brats_keras.runner import Experiment, Flag, ModelRun
-
-ENCODER_WEIGHTS = {"auto": "auto", "imagenet": "imagenet", "none": None}
-
 
 class Paper4(Experiment):
     name = EXPERIMENT
@@ -60,7 +58,7 @@ class Paper4(Experiment):
              "(0 skips the pre-training)", type=int),
         Flag("--no-augment", None, "train without augmentation", kind="switch"),
         Flag("--encoder-weights", None, "EfficientNetB0 encoder: ImageNet weights if present locally (auto), "
-             "required (imagenet), or random (none); nothing is downloaded", choices=list(ENCODER_WEIGHTS),
+             "required (imagenet), or random (none); nothing is downloaded", choices=list(ENCODER_WEIGHTS_FLAG),
              default="auto"),
         Flag("--learning-rate", "train.learning_rate", "AdamW's initial learning rate", type=float),
     )
@@ -75,7 +73,7 @@ class Paper4(Experiment):
         c, d, o = ctx.config, ctx.data, ctx.option
         d.weights = None
         if any(key in EFFICIENTNET_RUNS for key in o["models"]):
-            d.weights = resolve_encoder_weights(ENCODER_WEIGHTS[o["encoder_weights"]])  # warns when absent
+            d.weights = resolve_encoder_weights(ENCODER_WEIGHTS_FLAG[o["encoder_weights"]])  # warns when absent
         metas = read_figshare_metas(discover_figshare(ctx.dirs["data"]), progress=True)
         types = patient_tumour_types(metas)  # the split is stratified by tumour type (choice, docs/paper4.md)
         split = ctx.patient_split(sorted(types), test_fraction=c.data.test_fraction, val_fraction=c.data.val_fraction,
@@ -128,11 +126,9 @@ class Paper4(Experiment):
         # trained alone (--models) starts as in the full run, and the ablation's two EfficientNet
         # models start from the same network (lstm_effunet's enhancer does not advance the seed stream).
         keras.utils.set_random_seed(c.train.seed)
-        model = make_model(c.models[key], input_shape=(size, size, 1), **weights)
+        model = make_compiled_model(c.models[key], c.train, input_shape=(size, size, 1), **weights)
         if key == "proposed" and ctx.data.enhancer is not None:  # start from the pre-trained denoiser
             model.get_layer(f"{model.name}_enhancer").set_weights(enhancer_layer(ctx.data.enhancer).get_weights())
-        model.compile(optimizer=make_optimizer(c.train), loss=make_loss(c.train.loss),
-                      metrics=make_metrics(c.train.metrics), jit_compile=c.train.jit_compile)
         return model
 
     def score(self, ctx, key, model, history, callbacks) -> dict:

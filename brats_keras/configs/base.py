@@ -329,6 +329,15 @@ def quick_profile_norm_momentum(models: dict[str, ModelConfig]) -> dict[str, Mod
             if hasattr(m.options, "norm_momentum") else m for key, m in models.items()}
 
 
+def make_compiled_model(model: ModelConfig, train: TrainConfig, **build_args) -> keras.Model:
+    """:func:`make_model`, compiled with ``train``'s optimiser, loss, metrics and XLA setting: what every
+    experiment trains."""
+    built = make_model(model, **build_args)
+    built.compile(optimizer=make_optimizer(train), loss=make_loss(train.loss), metrics=make_metrics(train.metrics),
+                  jit_compile=train.jit_compile)
+    return built
+
+
 def _build_named(kind: str, name: str, options: dict, registry: dict, plain: tuple[str, ...]):
     """``registry[name](**options)``, or ``name`` itself for a Keras name in ``plain`` (no options).
     Raises ``ValueError`` naming the ``kind``, the name or the argument it does not know."""

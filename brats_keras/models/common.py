@@ -124,6 +124,8 @@ def block_summary(model: keras.Model) -> str:
 # --------------------------------------------------------------------------------------------
 
 WEIGHT_CHOICES = ("auto", "imagenet", None)
+ENCODER_WEIGHTS_FLAG = {"auto": "auto", "imagenet": "imagenet", "none": None}
+"""``--encoder-weights`` (papers 4 and 5): the flag's spellings → ``weights`` of :func:`resolve_imagenet_weights`."""
 
 
 def imagenet_weights_file(variant: str) -> Path:

@@ -13,21 +13,24 @@ from pathlib import Path
 
 import numpy as np
 
-from brats_keras.configs.paper5 import PAPER_REPORT, PAPER_SEGMENTATION, PAPER_TABLE1
+from brats_keras.callbacks import plateau_callbacks
+from brats_keras.configs.paper5 import PAPER_REPORT, PAPER_SEGMENTATION, PAPER_TABLE1, TASKS
 from brats_keras.data.brain_mri import (
     CLASS_TITLES, CLASSES, BrainMRICache, ImageItem, discover_brain_mri, split_images,
 )
-from brats_keras.data.lgg import LGGCache, discover_lgg
+from brats_keras.data.lgg import LGGCache, discover_lgg, read_lgg_slice
 from brats_keras.data.slices2d import resize_images
 from brats_keras.data.splits import split_cases
-from brats_keras.errors import DataError
-from brats_keras.evaluation import aggregate, hd95, overlap_counts, scores_from_counts
+from brats_keras.errors import BratsKerasError, DataError
+from brats_keras.evaluation import (
+    aggregate, classification_report, confusion_matrix, hd95, overlap_counts, scores_from_counts,
+)
 from brats_keras.io import atomic_write_json
 from brats_keras.labels import LGG_SLICES
 from brats_keras.models.common import imagenet_weights_file
 from brats_keras.reporting import (
     Column, classification_report_markdown, comparison_table, plot_captioned_images, plot_confusion_matrix,
-    plot_image_grid,
+    plot_curve_panels, plot_image_grid,
 )
 from brats_keras.training import RunDir
 
@@ -92,6 +95,60 @@ def classification_data(run: RunDir, resume: bool, root: Path, settings, seed: i
     print(f"images: {len(index['train'])} train / {len(index['val'])} val / {len(index['test'])} test at "
           f"{settings.size}²; {len(skipped)} unreadable files skipped", flush=True)
     return index, record
+
+
+CURVES = {"classifier": (("loss", "training loss (cross-entropy)"), ("val_loss", "validation loss"),
+                         ("accuracy", "training accuracy"), ("val_accuracy", "validation accuracy")),
+          "segmenter": (("loss", "training loss (BCE + Dice)"), ("val_loss", "validation loss"),
+                        ("dice", "training Dice"), ("val_dice", "validation Dice"))}
+CURVE_TITLES = {"classifier": ("EfficientNetB1 classifier", "classifier"), "segmenter": ("residual U-Net", "segmenter")}
+
+
+def synthetic_profile(task: str | None, folders: dict, quick: bool) -> bool:
+    """Whether the run is the synthetic quick profile: ``--quick``, or no data folder given for the halves
+    run (``folders``: ``{"classify": --data-dir, "segment": --lgg-dir}``). Real data must cover every
+    half run: ``BratsKerasError`` naming the missing flag otherwise."""
+    tasks = list(TASKS) if task in (None, "both") else [task]
+    real = [t for t in tasks if folders[t]]
+    if real and len(real) != len(tasks):
+        missing = {"classify": "--data-dir (the classification image set)", "segment": "--lgg-dir (the LGG set)"}
+        raise BratsKerasError(f"--task {task} on real data needs {missing[[t for t in tasks if t not in real][0]]}"
+                              "; give every folder the task needs, or none for the synthetic quick profile")
+    return bool(quick or not real)
+
+
+def stop_callbacks(stop, mode: str) -> list:
+    """The LR plateau and early stopping of one half (:class:`~brats_keras.configs.paper5.StopSettings`)."""
+    return plateau_callbacks(stop.monitor, mode=mode, reduce_factor=stop.reduce_factor,
+                             reduce_patience=stop.reduce_patience, stop_patience=stop.stop_patience)
+
+
+def score_classifier(run: RunDir, test, probabilities: np.ndarray, count: int, synthetic: bool) -> dict:
+    """The classifier's test accuracy, classification report and confusion matrix (``results.json``), with
+    the confusion-matrix and misclassified-images figures."""
+    y_true, y_pred = test.labels.astype(int), np.argmax(probabilities, axis=-1)
+    report, cm = classification_report(y_true, y_pred, list(CLASSES)), confusion_matrix(y_true, y_pred, len(CLASSES))
+    classifier_figures(run, test, probabilities, y_true, y_pred, cm, count, synthetic)
+    return {"accuracy": float(report["accuracy"]), "report": report, "confusion_matrix": cm.tolist()}
+
+
+def score_segmenter(run: RunDir, test, probabilities: np.ndarray, slices, test_patients, count: int,
+                    synthetic: bool) -> dict:
+    """The segmenter's test scores at the source resolution (:func:`score_segmentation`; the masks are
+    read again from ``slices``, the LGG set as found) and the overlay figure."""
+    by_image = {Path(s.image).resolve(): s for s in slices if s.patient in set(test_patients)}
+    truths = [read_lgg_slice(by_image[p])[1] for p in test.paths]
+    overlay(run, test, probabilities, count, synthetic)
+    return score_segmentation(probabilities, truths)
+
+
+def curves(run: RunDir, histories: dict, synthetic: bool) -> None:
+    """One training-curves PNG per trained half."""
+    for key, history in histories.items():
+        title, short = CURVE_TITLES[key]
+        plot_curve_panels({title: history}, run.plots / f"{short}_curves.png",
+                          [c for c in CURVES[key] if c[0] in history], synthetic=synthetic,
+                          title=f"Paper 5 — {short} training")
 
 
 def classifier_figures(run: RunDir, test, probabilities, y_true, y_pred, cm, count: int, synthetic: bool) -> None:
