@@ -105,6 +105,7 @@ class Paper1(Experiment):
             **scored,
         }
 
+
 main = Paper1.main
 
 

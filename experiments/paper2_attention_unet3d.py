@@ -35,6 +35,9 @@ from brats_keras.reporting import plot_training_curves
 from brats_keras.runner import Experiment, Flag, ModelRun
 from brats_keras.training import inference_without_xla_on_cpu
 
+ATTENTION = "models.unet3d_spatial_attention.options"
+"""The settings of the proposed model, the only one with spatial attention."""
+
 
 class Paper2(Experiment):
     name = EXPERIMENT
@@ -53,10 +56,10 @@ class Paper2(Experiment):
         Flag("--scaling", "data.preprocess.scaling", "min-max scaling per axial slice (reference) or per volume",
              choices=SCALINGS),
         Flag("--filters", "models.*.options.filters", "base filters", type=int),
-        Flag("--attention-activation", "models.unet3d_spatial_attention.options.attention_activation", "spatial attention gate: sigmoid "
-             "(CBAM) or the paper's literal softmax, which makes the attention an identity (docs/paper2.md)",
+        Flag("--attention-activation", f"{ATTENTION}.attention_activation", "spatial attention gate: sigmoid (CBAM) or "
+             "the paper's literal softmax, which makes the attention an identity (docs/paper2.md)",
              choices=("sigmoid", "softmax")),
-        Flag("--attention-in-decoder", "models.unet3d_spatial_attention.options.attention_in_decoder", "spatial attention after each decoder "
+        Flag("--attention-in-decoder", f"{ATTENTION}.attention_in_decoder", "spatial attention after each decoder "
              "up-sampling too (§III: \"during encoding and decoding\"; the spatial-attention model only)", kind="switch"),
         Flag("--learning-rate", "train.learning_rate", "Adam learning rate", type=float),
         Flag("--jit-compile", "train.jit_compile", "XLA for training: on, auto (Keras: XLA on GPU only), off",
@@ -133,6 +136,7 @@ class Paper2(Experiment):
                              title=f"{MODEL_TITLES[name]} — training curves", synthetic=ctx.synthetic)
         return {"last_epoch": {k: float(v[-1]) for k, v in history.items() if v}, "cohorts": scores,
                 "peak_host_memory_mb": round(peak_rss_mb(), 1)}
+
 
 main = Paper2.main
 

@@ -134,6 +134,7 @@ class Paper3(Experiment):
         plot_curve_panels(ctx.data.histories, ctx.run.plots / "fig5_1_curves.png", FIG_5_1, synthetic=ctx.synthetic,
                           title="Paper 3, Fig. 5.1 — U-Net with and without pre-processing")
 
+
 main = Paper3.main
 
 

@@ -45,6 +45,7 @@ from brats_keras.papers.paper4 import (
 )
 from brats_keras.runner import Experiment, Flag, ModelRun
 
+
 class Paper4(Experiment):
     name = EXPERIMENT
     tables = staticmethod(tables)
@@ -146,6 +147,7 @@ class Paper4(Experiment):
         figures(ctx.run, ctx.results, d.histories, d.test_images, d.test_masks, d.index["test"].pids,
                 d.index["test"].labels, d.predictions, d.enhanced, d.enhancer, c.train.enhancer.noise, c.train.seed,
                 c.data.overlay_images, ctx.synthetic)
+
 
 main = Paper4.main
 

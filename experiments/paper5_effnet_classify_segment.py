@@ -35,6 +35,7 @@ from brats_keras.papers.paper5 import (
 )
 from brats_keras.runner import Experiment, Flag, ModelRun
 
+
 class Paper5(Experiment):
     name = EXPERIMENT
     tables = staticmethod(tables)
@@ -89,7 +90,7 @@ class Paper5(Experiment):
         index, data = classification_data(ctx.run, ctx.resume, ctx.dirs["classify"], settings, c.train.seed, d.splits)
         augment = None if ctx.option["no_augment"] else settings.augment
         test_ds = make_dataset(index["test"], batch_size=ctx.batch())
-        weights = resolve_imagenet_weights(ENCODER_WEIGHTS_FLAG[ctx.option["encoder_weights"]], "b1")  # warns when absent
+        weights = resolve_imagenet_weights(ENCODER_WEIGHTS_FLAG[ctx.option["encoder_weights"]], "b1")  # warns if absent
         callbacks = stop_callbacks(c.train.stop, mode="max")
 
         def build() -> keras.Model:
@@ -148,6 +149,7 @@ class Paper5(Experiment):
 
     def figures(self, ctx):
         curves(ctx.run, ctx.data.histories, ctx.synthetic)
+
 
 main = Paper5.main
 

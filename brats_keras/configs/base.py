@@ -3,7 +3,8 @@
 An experiment is ``ExperimentConfig(name, paper, data, models, train)``: ``data`` is the paper's own
 data dataclass (e.g. :class:`brats_keras.data.slices2d.SliceSettings` plus split fractions),
 ``models`` maps each model the experiment trains to a registered builder and its typed settings
-(:class:`ModelConfig`), ``train`` holds the optimiser, loss, metrics, epochs and batch size. Each paper's factory sets the numbers with a comment naming the table or section
+(:class:`ModelConfig`), ``train`` holds the optimiser, loss, metrics, epochs and batch size. Each paper's
+factory sets the numbers with a comment naming the table or section
 they come from; the resolved configuration is saved as ``config.json`` in the run folder.
 """
 
@@ -49,7 +50,8 @@ class ModelConfig:
 
 def make_model(model: ModelConfig, **build_args) -> keras.Model:
     """Build ``model`` with its settings and the arguments only the experiment knows when it builds
-    (``input_shape`` from its data, resolved encoder ``weights``: :data:`~brats_keras.models.registry.BUILD_ARGUMENTS`)."""
+    (``input_shape`` from its data, resolved encoder ``weights``:
+    :data:`~brats_keras.models.registry.BUILD_ARGUMENTS`)."""
     return create_model(model.name, **model.options.kwargs(), **build_args)
 
 
@@ -162,7 +164,8 @@ def config_from_dict(template: Any, data: Any, where: str = "config") -> Any:
     Each dataclass is rebuilt with ``dataclasses.replace``, so its ``__post_init__`` checks the values.
     ``config_from_dict(t, config_to_dict(c)) == c`` for every config ``c`` of ``t``'s shape (tested).
     """
-    if isinstance(template, ModelConfig) and isinstance(data, dict) and data.get("name", template.name) != template.name:
+    renamed = isinstance(data, dict) and data.get("name", getattr(template, "name", None)) != getattr(template, "name", None)
+    if isinstance(template, ModelConfig) and renamed:
         try:  # another model: its settings start from that builder's defaults
             template = ModelConfig(data["name"])
         except ValueError as exc:

@@ -94,11 +94,4 @@ def paper1_config(*, quick: bool = False) -> ExperimentConfig:
     models = {name: ModelConfig(name, {"num_classes": 4, "filters": 32}) for name in MODELS}
     if quick:
         models = quick_profile_norm_momentum(models)  # ~100 steps: BN statistics must catch up
-    return ExperimentConfig(
-        name=EXPERIMENT,
-        paper=PAPER_FILE,
-        data=data,
-        models=models,
-        train=train,
-        synthetic=quick,
-    )
+    return ExperimentConfig(name=EXPERIMENT, paper=PAPER_FILE, data=data, models=models, train=train, synthetic=quick)

@@ -140,14 +140,7 @@ def paper2_config(*, quick: bool = False) -> ExperimentConfig:
     })
     if quick:
         models = quick_profile_norm_momentum(models)  # ~100 steps: BN statistics must catch up
-    return ExperimentConfig(
-        name=EXPERIMENT,
-        paper=PAPER_FILE,
-        data=data,
-        models=models,
-        train=train,
-        synthetic=quick,
-    )
+    return ExperimentConfig(name=EXPERIMENT, paper=PAPER_FILE, data=data, models=models, train=train, synthetic=quick)
 
 
 def paper2_loss() -> keras.losses.Loss:

@@ -156,11 +156,4 @@ def paper4_config(*, quick: bool = False) -> ExperimentConfig:
         train.schedule = ScheduleSettings(reduce_patience=4, stop_patience=0)
         train.enhancer = dataclasses.replace(train.enhancer, pretrain_epochs=10)
         data = Paper4Data(size=128, synthetic_patients=24, synthetic_slices_per_patient=6)
-    return ExperimentConfig(
-        name=EXPERIMENT,
-        paper=PAPER_FILE,
-        data=data,
-        models=models,
-        train=train,
-        synthetic=quick,
-    )
+    return ExperimentConfig(name=EXPERIMENT, paper=PAPER_FILE, data=data, models=models, train=train, synthetic=quick)
