@@ -148,6 +148,9 @@ class Experiment:
     flags: tuple[Flag, ...] = ()
     sources_of_defaults: dict[str, str] = {}
     """Where a config value comes from in the paper (``"train.epochs": "Table 1"``), for ``--help``."""
+    moved_paths: dict[str, str] = {}
+    """Config fields that moved, old dotted path → new, so ``--config`` of an older ``config.json`` reproduces
+    its run (:func:`~brats_keras.configs.base.upgrade_config_data`)."""
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -298,7 +301,7 @@ def resolve_config(experiment: Experiment, args: argparse.Namespace, quick: bool
     """
     template = experiment.factory(quick=quick)
     try:
-        config = load_config(args.config, template) if args.config else template
+        config = load_config(args.config, template, experiment.moved_paths) if args.config else template
         overrides = {path: getattr(args, dest) for dest, path in SHARED_FLAG_PATHS.items()}
         options = dict(config.options)
         for flag in experiment.flags:

@@ -22,7 +22,7 @@ import numpy as np
 
 from brats_keras.callbacks import EpochTable
 from brats_keras.configs.base import make_compiled_model
-from brats_keras.configs.paper1 import EXPERIMENT, MODELS, TABLE_6_1, paper1_config
+from brats_keras.configs.paper1 import EXPERIMENT, MODELS, MOVED_PATHS, TABLE_6_1, paper1_config
 from brats_keras.data.brats import discover_cases
 from brats_keras.data.pipeline import make_dataset
 from brats_keras.data.slices2d import SliceCache, SliceIndex
@@ -37,6 +37,7 @@ class Paper1(Experiment):
     name = EXPERIMENT
     tables = staticmethod(tables)
     factory = staticmethod(paper1_config)
+    moved_paths = MOVED_PATHS
     sources_of_defaults = {"train.epochs": "Tables 6.1 / 6.2 go to epoch 20", "train.batch_size": "paper §5.5"}
     flags = (
         Flag("--model", None, "train the proposed cascade, the U-Net baseline, or both", choices=(*MODELS, "both"),

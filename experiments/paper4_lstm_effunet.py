@@ -30,7 +30,7 @@ import numpy as np
 
 from brats_keras.callbacks import early_stopping_record, plateau_callbacks
 from brats_keras.configs.base import make_compiled_model
-from brats_keras.configs.paper4 import EXPERIMENT, MODEL_TITLES, MODELS, paper4_config
+from brats_keras.configs.paper4 import EXPERIMENT, MODELS, MODEL_TITLES, MOVED_PATHS, paper4_config
 from brats_keras.data.figshare import (
     FigshareCache, FigshareIndex, discover_figshare, ensure_synthetic_figshare, patient_tumour_types, read_figshare_mat,
     read_figshare_metas,
@@ -50,6 +50,7 @@ class Paper4(Experiment):
     name = EXPERIMENT
     tables = staticmethod(tables)
     factory = staticmethod(paper4_config)
+    moved_paths = MOVED_PATHS
     sources_of_defaults = {"train.epochs": "Table 1", "train.batch_size": "Table 1", "train.learning_rate": "Table 1"}
     flags = (
         Flag("--models", None, "runs to make ('effunet' is the proposed network without its LSTM stage)",

@@ -23,7 +23,7 @@ import numpy as np
 
 from brats_keras.callbacks import early_stopping_record
 from brats_keras.configs.base import make_compiled_model
-from brats_keras.configs.paper5 import EXPERIMENT, TASKS, paper5_config
+from brats_keras.configs.paper5 import EXPERIMENT, MOVED_PATHS, TASKS, paper5_config
 from brats_keras.data.brain_mri import ensure_synthetic_brain_mri
 from brats_keras.data.lgg import ensure_synthetic_lgg
 from brats_keras.data.pipeline import make_dataset
@@ -40,6 +40,7 @@ class Paper5(Experiment):
     name = EXPERIMENT
     tables = staticmethod(tables)
     factory = staticmethod(paper5_config)
+    moved_paths = MOVED_PATHS
     sources_of_defaults = {"train.epochs": "Table 2 (classifier)", "train.batch_size": "Table 2 (classifier)",
                            "train.segment.epochs": "§4.3", "train.segment.batch_size": "§4.2"}
     flags = (

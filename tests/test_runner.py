@@ -213,3 +213,42 @@ def test_the_help_text_defaults_to_the_scripts_docstring():
         name = "bare"
 
     assert Bare.description == __doc__ and Toy.description == "toy experiment"
+
+
+@pytest.mark.parametrize("factory, moved, old", [
+    # the "model" / moved fields of config.json files written before per-model settings (quick profiles)
+    (paper1_config, "paper1", {"model": {"name": "u_resunet", "options": {"num_classes": 4, "filters": 32,
+                                                                          "norm_momentum": 0.9}},
+                               "options": {"model": "both", "cascade_input": "features"}}),
+    (paper4_config, "paper4", {"model": {"name": "lstm_effunet", "options": {"num_classes": 2, "filters": 24,
+                                                                             "norm_momentum": 0.9}},
+                               "train": {"enhancer": {"units": 16}}}),
+    (paper5_config, "paper5", {"model": {"name": "efficientnet_b1_classifier",
+                                         "options": {"dense": 512, "dropout": 0.4, "norm_momentum": 0.9}},
+                               "train": {"segment": {"model": {"name": "residual_unet2d_binary",
+                                                               "options": {"filters": 64, "norm_momentum": 0.9}}}}}),
+])
+def test_a_config_json_from_before_per_model_settings_still_reproduces_its_run(factory, moved, old, tmp_path):
+    import importlib
+
+    paths = importlib.import_module(f"brats_keras.configs.{moved}").MOVED_PATHS
+    quick = factory(quick=True)
+    (tmp_path / "config.json").write_text(json.dumps(old))
+    loaded = load_config(tmp_path / "config.json", factory(quick=False), paths)
+    assert loaded.models == quick.models  # the old shared options, on every model that has them
+    # a setting that differed reaches its model: the old options moved to where they are now
+    changed = json.loads(json.dumps(old))
+    changed["model"]["options"]["norm_momentum"] = 0.5
+    if moved == "paper1":
+        changed["options"]["cascade_input"] = "probabilities"
+    (tmp_path / "changed.json").write_text(json.dumps(changed))
+    again = load_config(tmp_path / "changed.json", factory(quick=False), paths)
+    if moved == "paper1":
+        assert again.models["u_resunet"].options.cascade_input == "probabilities"
+        assert again.models["u_resunet"].options.norm_momentum == 0.5 and "cascade_input" not in again.options
+    if moved == "paper4":
+        assert {m.options.norm_momentum for m in again.models.values()} == {0.5}
+        assert again.models["proposed"].options.enhancer_units == 16
+    if moved == "paper5":
+        assert again.models["classifier"].options.norm_momentum == 0.5
+        assert again.models["segmenter"].options.norm_momentum == 0.9  # it had its own model section

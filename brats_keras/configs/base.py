@@ -200,9 +200,43 @@ def _is_config(value: Any) -> bool:
     return dataclasses.is_dataclass(value) and not isinstance(value, type)
 
 
-def load_config(path: str | Path, template: Any) -> Any:
+def upgrade_config_data(data: Any, template: Any, moved: dict[str, str] | None = None) -> Any:
+    """``data`` of a ``config.json`` written before :attr:`ExperimentConfig.models` (one ``model`` whose
+    options every model of the experiment shared) in today's layout, so such runs still reproduce.
+
+    ``moved`` maps the paper's old dotted paths to their new ones (paper 1's ``options.cascade_input``
+    → ``models.u_resunet.options.cascade_input``), moved first; what is left of ``model.options`` then
+    goes to every model of ``template`` that has the setting, as the old scripts passed them. Other
+    data are returned unchanged."""
+    if not (isinstance(data, dict) and "model" in data and "models" not in data
+            and isinstance(template, ExperimentConfig)):
+        return data
+    data = json.loads(json.dumps(data))
+    for old, new in (moved or {}).items():
+        *head, last = old.split(".")
+        parent = data
+        for name in head:
+            parent = parent.get(name) if isinstance(parent, dict) else None
+        if isinstance(parent, dict) and last in parent:
+            value, target = parent.pop(last), data
+            *new_head, new_last = new.split(".")
+            for name in new_head:
+                target = target.setdefault(name, {})
+            target[new_last] = value
+    shared = (data.pop("model", None) or {}).get("options") or {}
+    models = data.setdefault("models", {})
+    for key, model in template.models.items():
+        fields = {f.name for f in dataclasses.fields(model.options)}
+        options = models.setdefault(key, {}).setdefault("options", {})
+        options.update({k: v for k, v in shared.items() if k in fields and k not in options})
+    return data
+
+
+def load_config(path: str | Path, template: Any, moved: dict[str, str] | None = None) -> Any:
     """A config from a JSON or YAML file (a run's ``config.json``, or one a user wrote), typed after
-    ``template`` (:func:`config_from_dict`). Raises ``ValueError`` naming the file and the problem."""
+    ``template`` (:func:`config_from_dict`; a ``config.json`` of the layout before per-model settings is
+    upgraded first, :func:`upgrade_config_data` with ``moved``). Raises ``ValueError`` naming the file
+    and the problem."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -217,7 +251,7 @@ def load_config(path: str | Path, template: Any) -> Any:
         raise ValueError(f"{path}: not valid {'YAML' if path.suffix.lower() in ('.yaml', '.yml') else 'JSON'}: "
                          f"{str(exc).splitlines()[0]}") from None
     try:
-        return config_from_dict(template, data)
+        return config_from_dict(template, upgrade_config_data(data, template, moved))
     except ValueError as exc:
         raise ValueError(f"{path}: {exc}") from None
 

@@ -19,6 +19,8 @@ EXPERIMENT = "paper1_u_resunet"
 PAPER_FILE = "000_bacedb4591857e9e.txt"
 MODELS = ("u_resunet", "unet2d")
 """Proposed cascade and the plain U-Net baseline (paper §6, Fig. 6.3)."""
+MOVED_PATHS = {"options.cascade_input": "models.u_resunet.options.cascade_input"}
+"""Fields of a ``config.json`` written before per-model settings, and where they are now (``--config``)."""
 
 # Table 6.1 — test accuracy and loss (%) per epoch (paper values, printed units).
 TABLE_6_1 = {

@@ -24,6 +24,8 @@ from brats_keras.enhancement import NoiseSettings
 
 EXPERIMENT = "paper4_lstm_effunet"
 PAPER_FILE = "003_3777ada94496fdc3.txt"
+MOVED_PATHS = {"train.enhancer.units": "models.proposed.options.enhancer_units"}
+"""Fields of a ``config.json`` written before per-model settings, and where they are now (``--config``)."""
 
 MODELS = {
     "unet": "unet2d_binary",

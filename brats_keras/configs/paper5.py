@@ -25,6 +25,8 @@ from brats_keras.labels import BRAIN_MRI, LGG_SLICES
 EXPERIMENT = "paper5_effnet_classify_segment"
 PAPER_FILE = "004_91819a1a59d0cf73.txt"
 TASKS = ("classify", "segment")
+MOVED_PATHS = {"model": "models.classifier", "train.segment.model": "models.segmenter"}
+"""Fields of a ``config.json`` written before per-model settings, and where they are now (``--config``)."""
 
 PAPER_REPORT = {
     **BRAIN_MRI.per_class(
