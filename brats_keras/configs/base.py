@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -164,8 +165,8 @@ def config_from_dict(template: Any, data: Any, where: str = "config") -> Any:
     Each dataclass is rebuilt with ``dataclasses.replace``, so its ``__post_init__`` checks the values.
     ``config_from_dict(t, config_to_dict(c)) == c`` for every config ``c`` of ``t``'s shape (tested).
     """
-    renamed = isinstance(data, dict) and data.get("name", getattr(template, "name", None)) != getattr(template, "name", None)
-    if isinstance(template, ModelConfig) and renamed:
+    if isinstance(template, ModelConfig) and isinstance(data, dict) and data.get("name", template.name) != \
+            template.name:
         try:  # another model: its settings start from that builder's defaults
             template = ModelConfig(data["name"])
         except ValueError as exc:
@@ -180,7 +181,7 @@ def config_from_dict(template: Any, data: Any, where: str = "config") -> Any:
     if _is_config(template):
         if not isinstance(data, dict):
             raise ValueError(f"{where}: expected a mapping for {type(template).__name__}, got {data!r}")
-        names = {f.name for f in dataclasses.fields(template)}
+        names = set(_field_names(template))
         unknown = sorted(set(data) - names)
         if unknown:
             raise ValueError(f"{where}.{unknown[0]}: no such field in {type(template).__name__} "
@@ -226,7 +227,7 @@ def upgrade_config_data(data: Any, template: Any, moved: dict[str, str] | None =
     shared = (data.pop("model", None) or {}).get("options") or {}
     models = data.setdefault("models", {})
     for key, model in template.models.items():
-        fields = {f.name for f in dataclasses.fields(model.options)}
+        fields = _field_names(model.options)
         options = models.setdefault(key, {}).setdefault("options", {})
         options.update({k: v for k, v in shared.items() if k in fields and k not in options})
     return data
@@ -263,38 +264,31 @@ def expand_path(config: Any, dotted: str) -> list[str]:
     parts = dotted.split(".")
     if "*" not in parts:
         return [dotted]
-    i = parts.index("*")
-    head = ".".join(parts[:i])
-    mapping = get_path(config, head) if head else config
-    if not isinstance(mapping, dict):
-        raise ValueError(f"config path {dotted!r}: {head!r} is not a mapping")
-    found = [path for key in mapping
-             for path in _expand_quiet(config, ".".join([*parts[:i], str(key), *parts[i + 1:]]))]
+    found = list(_concrete_paths(config, parts, []))
     if not found:
-        raise ValueError(f"config path {dotted!r}: no entry of {head!r} has {'.'.join(parts[i + 1:])!r}")
+        i = parts.index("*")
+        raise ValueError(f"config path {dotted!r}: no entry of {'.'.join(parts[:i])!r} has "
+                         f"{'.'.join(parts[i + 1:])!r}")
     return found
 
 
-def _expand_quiet(config: Any, dotted: str) -> list[str]:
-    """:func:`expand_path`, or ``[]`` where nothing has the path."""
-    if "*" not in dotted.split("."):
-        return [dotted] if _has_path(config, dotted.split(".")) else []
-    try:
-        return expand_path(config, dotted)
-    except ValueError:
-        return []
+def _concrete_paths(obj: Any, parts: list[str], done: list[str]) -> Iterator[str]:
+    """The paths below ``obj`` that ``parts`` names, ``*`` standing for every key of a mapping."""
+    if not parts:
+        yield ".".join(done)
+        return
+    name, rest = parts[0], parts[1:]
+    if name == "*" and isinstance(obj, dict):
+        for key, value in obj.items():
+            yield from _concrete_paths(value, rest, [*done, str(key)])
+    elif isinstance(obj, dict) and name in obj:
+        yield from _concrete_paths(obj[name], rest, [*done, name])
+    elif _is_config(obj) and name in _field_names(obj):
+        yield from _concrete_paths(getattr(obj, name), rest, [*done, name])
 
 
-def _has_path(config: Any, parts: list[str]) -> bool:
-    obj = config
-    for name in parts:
-        if isinstance(obj, dict) and name in obj:
-            obj = obj[name]
-        elif _is_config(obj) and name in {f.name for f in dataclasses.fields(obj)}:
-            obj = getattr(obj, name)
-        else:
-            return False
-    return True
+def _field_names(obj: Any) -> list[str]:
+    return [f.name for f in dataclasses.fields(obj)]
 
 
 def get_path(config: Any, dotted: str) -> Any:
@@ -313,7 +307,7 @@ def get_path(config: Any, dotted: str) -> Any:
     for name in dotted.split("."):
         if isinstance(obj, dict):
             obj = obj.get(name)
-        elif _is_config(obj) and name in {f.name for f in dataclasses.fields(obj)}:
+        elif _is_config(obj) and name in _field_names(obj):
             obj = getattr(obj, name)
         else:
             raise ValueError(f"config path {dotted!r}: no field {name!r} in {type(obj).__name__}")
@@ -342,8 +336,8 @@ def _replace(obj: Any, parts: list[str], value: Any, dotted: str) -> Any:
         if name not in obj and any(_is_config(v) for v in obj.values()):
             raise ValueError(f"config override {dotted!r}: no entry {name!r} (entries: {', '.join(obj)})")
         return {**obj, name: value if len(parts) == 1 else _replace(obj.get(name), parts[1:], value, dotted)}
-    if not (_is_config(obj) and name in {f.name for f in dataclasses.fields(obj)}):
-        fields = f" (fields: {', '.join(f.name for f in dataclasses.fields(obj))})" if _is_config(obj) else ""
+    if not (_is_config(obj) and name in _field_names(obj)):
+        fields = f" (fields: {', '.join(_field_names(obj))})" if _is_config(obj) else ""
         raise ValueError(f"config override {dotted!r}: no field {name!r} in {type(obj).__name__}{fields}")
     new_value = value if len(parts) == 1 else _replace(getattr(obj, name), parts[1:], value, dotted)
     return dataclasses.replace(obj, **{name: new_value})
