@@ -1,0 +1,166 @@
+"""Mixed precision: which Keras dtype policy a run uses, and why.
+
+``--precision auto|float32|mixed_bfloat16|mixed_float16`` (every experiment, ``bench``, ``predict``)
+goes through :func:`resolve_precision`, which turns ``auto`` into a policy for the hardware this
+process sees:
+
+* a GPU of compute capability ≥ 8 (Ampere, Hopper, ...) or a TPU → ``mixed_bfloat16``;
+* an older GPU → ``mixed_float16`` (Keras wraps the optimiser in a ``LossScaleOptimizer`` when
+  such a model is compiled, so small gradients are not flushed to zero);
+* a CPU with native bfloat16 arithmetic (x86 ``avx512_bf16`` or ``amx_bf16``, Arm ``bf16``) under the
+  TensorFlow backend (oneDNN runs bfloat16 convolutions natively: the paper-1 U-Net trains 1.6–1.8×
+  faster than in float32 on this project's 2-core AVX-512 machine, docs/performance.md) →
+  ``mixed_bfloat16``;
+* otherwise ``float32`` — also on such a CPU under JAX, whose XLA CPU kernels do not run bfloat16
+  natively (``unet2d`` at 128², 16 filters, batch 16 on this machine: 1.39 s per step in float32,
+  1.49 s under ``mixed_bfloat16``).
+
+The resolved policy is printed once by the caller, stored in the run's config and in each model's
+``inference.json``. Under a mixed policy the variables stay float32 and layers compute in the low
+precision, except where the project keeps float32 on purpose: the heads (the last softmax / sigmoid
+layer of every model is built with ``dtype="float32"``), the losses and the in-graph metrics (they
+cast their inputs to float32), so models take and return float32 and an exported SavedModel's
+signature is float32.
+
+The policy is Keras' global one: :func:`precision_scope` sets it for the models built inside it and
+restores the previous one after.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+
+PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
+"""What ``--precision`` accepts; every value but ``auto`` is a Keras dtype-policy name."""
+POLICIES = PRECISIONS[1:]
+CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")
+"""``/proc/cpuinfo`` flags of native bfloat16 arithmetic (x86 AVX-512 BF16, x86 AMX, Arm FEAT_BF16)."""
+
+
+@dataclass(frozen=True)
+class Precision:
+    """A resolved precision: the Keras policy name and the reason it was chosen."""
+
+    policy: str
+    reason: str
+    requested: str = "auto"
+
+    def line(self) -> str:
+        """``precision: mixed_bfloat16 (auto: CPU with native bfloat16, avx512_bf16)``."""
+        how = "auto" if self.requested == "auto" else "asked for"
+        return f"precision: {self.policy} ({how}: {self.reason})"
+
+    def record(self) -> dict:
+        """What ``results.json`` and ``inference.json`` keep."""
+        return {"precision": self.policy, "precision_requested": self.requested, "precision_reason": self.reason}
+
+
+def check_precision(value: str, who: str = "precision") -> str:
+    """``value`` if it is one of :data:`PRECISIONS`, else ``ValueError`` naming ``who``."""
+    if value not in PRECISIONS:
+        raise ValueError(f"{who}: {value!r} not in {', '.join(PRECISIONS)}")
+    return value
+
+
+def cpu_bf16_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> list[str]:
+    """The native-bfloat16 flags of this CPU (empty when there are none or ``cpuinfo`` is unreadable)."""
+    try:
+        text = Path(cpuinfo).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return []
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip().lower() in ("flags", "features"):
+            present = set(value.split())
+            return [flag for flag in CPU_BF16_FLAGS if flag in present]
+    return []
+
+
+def accelerators() -> list[tuple[str, tuple[int, int] | None]]:
+    """``[(kind, compute capability)]`` of the accelerators the current Keras backend sees: ``("gpu",
+    (9, 0))`` for an H100, ``("tpu", None)``. Imports only the backend's own framework (JAX never
+    imports TensorFlow here)."""
+    backend = keras.backend.backend()
+    found: list[tuple[str, tuple[int, int] | None]] = []
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        for device in tf.config.list_physical_devices("GPU"):
+            details = tf.config.experimental.get_device_details(device)
+            capability = details.get("compute_capability")
+            found.append(("gpu", tuple(capability) if capability else None))
+        found += [("tpu", None) for _ in tf.config.list_physical_devices("TPU")]
+    elif backend == "jax":
+        import jax
+
+        for device in jax.devices():
+            if device.platform == "gpu":
+                capability = getattr(device, "compute_capability", None)
+                major, _, minor = str(capability or "").partition(".")
+                found.append(("gpu", (int(major), int(minor or 0)) if major.isdigit() else None))
+            elif device.platform == "tpu":
+                found.append(("tpu", None))
+    elif backend == "torch":
+        import torch
+
+        if torch.cuda.is_available():
+            found += [("gpu", tuple(torch.cuda.get_device_capability(i))) for i in range(torch.cuda.device_count())]
+    return found
+
+
+def resolve_precision(requested: str = "auto", *, devices=None, cpu_flags=None) -> Precision:
+    """The policy for ``requested`` (module docstring); ``devices`` (:func:`accelerators`) and
+    ``cpu_flags`` (:func:`cpu_bf16_flags`) are looked up when not given."""
+    check_precision(requested)
+    if requested != "auto":
+        return Precision(requested, "--precision", requested)
+    devices = accelerators() if devices is None else devices
+    if devices:
+        kinds = {kind for kind, _ in devices}
+        capabilities = [c for kind, c in devices if kind == "gpu"]
+        if kinds == {"tpu"}:
+            return Precision("mixed_bfloat16", "TPU")
+        if all(c is not None and c >= (8, 0) for c in capabilities):
+            text = ", ".join(f"{major}.{minor}" for major, minor in capabilities)
+            return Precision("mixed_bfloat16", f"GPU of compute capability {text} (>= 8.0: bfloat16)")
+        return Precision("mixed_float16", "GPU of compute capability < 8.0 (float16 with loss scaling)")
+    flags = cpu_bf16_flags() if cpu_flags is None else list(cpu_flags)
+    backend = keras.backend.backend()
+    if flags and backend == "tensorflow":
+        return Precision("mixed_bfloat16", f"CPU with native bfloat16 ({', '.join(flags)})")
+    if flags:
+        return Precision("float32", f"CPU with native bfloat16 ({', '.join(flags)}), but the {backend} backend's "
+                         "CPU kernels do not use it")
+    return Precision("float32", f"CPU without native bfloat16 ({platform.machine() or 'unknown'})")
+
+
+def set_precision(policy: str) -> str:
+    """Make ``policy`` Keras' global dtype policy; returns the previous policy's name."""
+    if policy not in POLICIES:
+        raise ValueError(f"precision: {policy!r} not in {', '.join(POLICIES)} (resolve 'auto' first)")
+    previous = keras.config.dtype_policy().name
+    keras.config.set_dtype_policy(policy)
+    return previous
+
+
+@contextlib.contextmanager
+def precision_scope(policy: str):
+    """Models built inside use ``policy``; the previous global policy is restored on exit."""
+    previous = set_precision(policy)
+    try:
+        yield policy
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def model_precision(model: keras.Model) -> str:
+    """The dtype policy most of ``model``'s layers compute in (its first non-float32 one if any)."""
+    names = [layer.dtype_policy.name for layer in model._flatten_layers(include_self=False)
+             if getattr(layer, "dtype_policy", None) is not None]
+    mixed = [n for n in names if n != "float32"]
+    return mixed[0] if mixed else "float32"
