@@ -18,6 +18,7 @@ import os
 import sys
 
 from brats_keras.errors import cli_errors
+from brats_keras.precision import PRECISIONS
 from brats_keras.scoring import score_folder, summary_text, write_scores_csv
 
 
@@ -58,6 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jit-compile", choices=("auto", "on", "off"), default="auto",
                    help="TensorFlow: XLA for the forward pass; auto (default): on for 2D models and on GPUs, "
                    "off for 3D models on a CPU, where it is several times slower")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="dtype policy of the forward pass: auto (default) picks mixed_bfloat16 on GPUs of compute "
+                   "capability >= 8 and CPUs with native bfloat16, mixed_float16 on older GPUs, else float32; a "
+                   "SavedModel keeps the policy it was exported with")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an output folder's predictions of another model or settings, and redo written cases")
     p = sub.add_parser("evaluate", help="Dice, HD95, sensitivity, specificity per case and region as CSV")
@@ -76,7 +81,7 @@ def predict_command(args) -> int:
 
     settings = PredictSettings(overlap=args.overlap, blending=args.blending, skip_empty=not args.predict_empty_slices,
                                batch_size=args.batch_size,
-                               jit_compile=JIT_COMPILE_CHOICES[args.jit_compile])
+                               jit_compile=JIT_COMPILE_CHOICES[args.jit_compile], precision=args.precision)
     record = predict_folder(args.model, args.data_dir, args.out, settings=settings, overwrite=args.overwrite)
     return 1 if record["failed"] else 0
 

@@ -26,6 +26,7 @@ import brats_keras.models  # noqa: F401  (registers layers, models, losses and m
 from brats_keras.errors import BratsKerasError
 from brats_keras.inference import INFERENCE_FILE, InferenceSpec
 from brats_keras.io import atomic_dir, atomic_path, atomic_write_json
+from brats_keras.precision import rebuild_in_precision
 
 
 def _spec_text(spec: InferenceSpec) -> str:
@@ -200,12 +201,15 @@ def accelerator_present() -> bool:
     return False
 
 
-def load_predictor(model_path: str | Path, *, batch_size: int = 1, jit_compile: bool = True) -> Predictor:
+def load_predictor(model_path: str | Path, *, batch_size: int = 1, jit_compile: bool = True,
+                   precision: str | None = None) -> Predictor:
     """A :class:`Predictor` for ``model.keras`` (any backend) or ``saved_model/`` (TensorFlow).
 
     ``jit_compile``: XLA-compile the forward pass on TensorFlow (JAX always compiles). On a CPU it
     speeds up 2D models and slows 3D ones down several times (docs/inference.md); the ``predict``
-    command chooses per model kind.
+    command chooses per model kind. ``precision``: a dtype policy the ``.keras`` model is rebuilt in
+    (:func:`~brats_keras.precision.rebuild_in_precision`; ``None``: the one it was trained in); a
+    SavedModel runs as it was traced.
     """
     model_path = Path(model_path)
     if _is_saved_model(model_path):
@@ -228,6 +232,8 @@ def load_predictor(model_path: str | Path, *, batch_size: int = 1, jit_compile: 
             model = load_model(model_path, compile=False)
         except (ValueError, OSError, zipfile.BadZipFile) as exc:
             raise BratsKerasError(f"{model_path}: cannot load the model ({type(exc).__name__}: {exc})") from None
+        if precision is not None:
+            model = rebuild_in_precision(model, precision)
         model.compile(jit_compile=bool(jit_compile) or keras.backend.backend() == "jax")  # JAX: never eager
         return Predictor(model.predict_on_batch, tuple(model.input_shape[1:]), batch_size, str(model_path), keep=model)
     raise BratsKerasError(f"{model_path}: not a .keras file or a SavedModel folder (saved_model.pb)")

@@ -76,6 +76,9 @@ class InferenceSpec:
     model: str = ""
     synthetic: bool = False
     correction: CorrectionSettings | None = None
+    precision: str = "float32"
+    """The dtype policy the model was trained in (:mod:`brats_keras.precision`); provenance: a
+    ``.keras`` file rebuilds in it unless ``predict --precision`` asks for another."""
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -114,7 +117,8 @@ class InferenceSpec:
             volume = {k: v for k, v in self.volume.to_json().items() if k != "min_tumour_fraction"}
         return {"format": SPEC_FORMAT, "kind": self.kind, "slices": slices, "volume": volume,
                 "experiment": self.experiment, "model": self.model, "synthetic": bool(self.synthetic),
-                "correction": None if self.correction is None else self.correction.to_json()}
+                "correction": None if self.correction is None else self.correction.to_json(),
+                "precision": self.precision}
 
     @classmethod
     def from_json(cls, data: Mapping) -> "InferenceSpec":
@@ -126,7 +130,8 @@ class InferenceSpec:
                    volume=None if volume is None else _volume_settings(volume),
                    experiment=data.get("experiment", ""), model=data.get("model", ""),
                    synthetic=bool(data.get("synthetic", False)),
-                   correction=None if data.get("correction") is None else CorrectionSettings(**data["correction"]))
+                   correction=None if data.get("correction") is None else CorrectionSettings(**data["correction"]),
+                   precision=data.get("precision", "float32"))
 
     @classmethod
     def from_run_config(cls, config: Mapping, model: str = "") -> "InferenceSpec":

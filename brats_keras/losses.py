@@ -138,8 +138,11 @@ def _check_alpha(value, *, binary: bool) -> float | list[float]:
 
 
 def _check_pair(y_true, y_pred, who: str):
-    """Cast ``y_true`` to ``y_pred``'s dtype and check that both have the same static shape."""
+    """Cast ``y_true`` to ``y_pred``'s dtype and check that both have the same static shape. A float16 /
+    bfloat16 ``y_pred`` is cast to float32 first: every loss computes in float32 (brats_keras.precision)."""
     y_pred = ops.convert_to_tensor(y_pred)
+    if keras.backend.standardize_dtype(y_pred.dtype) in ("float16", "bfloat16"):
+        y_pred = ops.cast(y_pred, "float32")
     y_true = ops.cast(y_true, y_pred.dtype)
     if len(y_pred.shape) < 2:
         raise ValueError(f"{who}: y_pred must be (batch, ..., channels), got shape {tuple(y_pred.shape)}")

@@ -1,4 +1,4 @@
-"""Mixed precision: which Keras dtype policy a run uses, and why.
+"""What the hardware decides for a run: the dtype policy (mixed precision), XLA, the replicas.
 
 ``--precision auto|float32|mixed_bfloat16|mixed_float16`` (every experiment, ``bench``, ``predict``)
 goes through :func:`resolve_precision`, which turns ``auto`` into a policy for the hardware this
@@ -24,16 +24,20 @@ signature is float32.
 
 The policy is Keras' global one: :func:`precision_scope` sets it for the models built inside it and
 restores the previous one after.
+
+XLA (:func:`resolve_jit_compile`) is the project's decision, not Keras': Keras resolves
+``jit_compile="auto"`` to off under any ``tf.distribute`` strategy, and every experiment trains inside
+one, so ``auto`` here means on wherever an accelerator is present, off on a CPU (where XLA slows the
+convolutions down and only a large 3D model's peak memory gains; docs/paper2.md).
 """
 
 from __future__ import annotations
 
 import contextlib
 import platform
+import sys
 from dataclasses import dataclass
 from pathlib import Path
-
-import keras
 
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 """What ``--precision`` accepts; every value but ``auto`` is a Keras dtype-policy name."""
@@ -85,6 +89,8 @@ def accelerators() -> list[tuple[str, tuple[int, int] | None]]:
     """``[(kind, compute capability)]`` of the accelerators the current Keras backend sees: ``("gpu",
     (9, 0))`` for an H100, ``("tpu", None)``. Imports only the backend's own framework (JAX never
     imports TensorFlow here)."""
+    import keras
+
     backend = keras.backend.backend()
     found: list[tuple[str, tuple[int, int] | None]] = []
     if backend == "tensorflow":
@@ -116,10 +122,17 @@ def accelerators() -> list[tuple[str, tuple[int, int] | None]]:
 def resolve_precision(requested: str = "auto", *, devices=None, cpu_flags=None) -> Precision:
     """The policy for ``requested`` (module docstring); ``devices`` (:func:`accelerators`) and
     ``cpu_flags`` (:func:`cpu_bf16_flags`) are looked up when not given."""
+    import keras
+
     check_precision(requested)
-    if requested != "auto":
+    if requested == "float32" or requested == "mixed_bfloat16":
         return Precision(requested, "--precision", requested)
     devices = accelerators() if devices is None else devices
+    if requested == "mixed_float16":
+        if not devices and keras.backend.backend() == "tensorflow":
+            raise ValueError("mixed_float16 needs a GPU — TensorFlow's CPU kernels have no float16 "
+                             "versions of some layers (MaxPool3D); use mixed_bfloat16 or float32 on a CPU")
+        return Precision(requested, "--precision", requested)
     if devices:
         kinds = {kind for kind, _ in devices}
         capabilities = [c for kind, c in devices if kind == "gpu"]
@@ -141,6 +154,8 @@ def resolve_precision(requested: str = "auto", *, devices=None, cpu_flags=None) 
 
 def set_precision(policy: str) -> str:
     """Make ``policy`` Keras' global dtype policy; returns the previous policy's name."""
+    import keras
+
     if policy not in POLICIES:
         raise ValueError(f"precision: {policy!r} not in {', '.join(POLICIES)} (resolve 'auto' first)")
     previous = keras.config.dtype_policy().name
@@ -151,6 +166,8 @@ def set_precision(policy: str) -> str:
 @contextlib.contextmanager
 def precision_scope(policy: str):
     """Models built inside use ``policy``; the previous global policy is restored on exit."""
+    import keras
+
     previous = set_precision(policy)
     try:
         yield policy
@@ -164,3 +181,66 @@ def model_precision(model: keras.Model) -> str:
              if getattr(layer, "dtype_policy", None) is not None]
     mixed = [n for n in names if n != "float32"]
     return mixed[0] if mixed else "float32"
+
+
+def resolve_jit_compile(value: bool | str = "auto", *, devices=None) -> bool:
+    """``True`` / ``False`` as given; ``"auto"``: ``True`` when the backend sees a GPU or TPU
+    (:func:`accelerators`), ``False`` on a CPU."""
+    if value not in (True, False, "auto"):
+        raise ValueError(f"jit_compile must be True, False or 'auto', got {value!r}")
+    if value != "auto":
+        return bool(value)
+    return bool(accelerators() if devices is None else devices)
+
+
+def replicas_in_sync() -> int:
+    """Replicas the current training step is split over: the ``tf.distribute`` strategy in scope
+    (TensorFlow), the batch dimension of ``keras.distribution``'s mesh (JAX), else 1."""
+    import keras
+
+    backend = keras.backend.backend()
+    if backend == "tensorflow" and "tensorflow" in sys.modules:
+        return int(sys.modules["tensorflow"].distribute.get_strategy().num_replicas_in_sync)
+    distribution = keras.distribution.distribution() if backend == "jax" else None
+    if distribution is not None:
+        mesh = distribution.device_mesh
+        return int(mesh.shape[0]) if mesh.shape else 1
+    return 1
+
+
+def rebuild_in_precision(model: keras.Model, policy: str) -> keras.Model:
+    """``model`` rebuilt from its config with every layer in ``policy``, except its output layers, which
+    stay float32 as every head is built; the same (float32) weights. A bfloat16-trained model reloaded
+    for float32 inference, or a float32 one run in bfloat16. Returns ``model`` itself when it already
+    computes in ``policy``."""
+    import keras
+
+    if policy not in POLICIES:
+        raise ValueError(f"precision: {policy!r} not in {', '.join(POLICIES)} (resolve 'auto' first)")
+    if model_precision(model) == policy:
+        return model
+    outputs = {layer.name for layer in model._flatten_layers(include_self=False, recursive=False)
+               if any(node_output is out for out in model.outputs for node_output in _outputs_of(layer))}
+
+    def convert(node, keep: bool = False):
+        if isinstance(node, dict):
+            if node.get("class_name") == "DTypePolicy" and isinstance(node.get("config"), dict):
+                return node if keep else {**node, "config": {**node["config"], "name": policy}}
+            keep_here = keep or (isinstance(node.get("config"), dict) and node["config"].get("name") in outputs
+                                 and "layers" not in node["config"])
+            return {key: convert(value, keep_here) for key, value in node.items()}
+        if isinstance(node, list):
+            return [convert(value, keep) for value in node]
+        return node
+
+    rebuilt = keras.saving.deserialize_keras_object(convert(keras.saving.serialize_keras_object(model)))
+    rebuilt.set_weights(model.get_weights())
+    return rebuilt
+
+
+def _outputs_of(layer) -> list:
+    try:
+        output = layer.output
+    except (AttributeError, ValueError):
+        return []
+    return list(output) if isinstance(output, (list, tuple)) else [output]

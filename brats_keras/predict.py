@@ -33,6 +33,7 @@ from brats_keras.inference import (
     BLENDINGS, InferenceSpec, count_windows, predict_volume_2d, predict_volume_3d, slices_to_predict,
 )
 from brats_keras.io import atomic_write_json
+from brats_keras.precision import Precision, check_precision, resolve_precision
 from brats_keras.progress import progress_bar, progress_write
 
 PREDICTIONS_FILE = "predictions.json"
@@ -55,6 +56,9 @@ class PredictSettings:
     jit_compile: bool | str = "auto"
     """XLA-compile the forward pass on TensorFlow (JAX always compiles): ``True``, ``False`` or
     ``"auto"`` — on for 2D models and on GPUs, off for 3D models on a CPU (:func:`use_xla`)."""
+    precision: str = "auto"
+    """The dtype policy of the forward pass (:data:`brats_keras.precision.PRECISIONS`); a ``.keras`` model
+    is rebuilt in it, a SavedModel computes in the policy it was exported with (:meth:`resolve_precision`)."""
 
     def __post_init__(self):
         if not 0.0 <= self.overlap < 1.0:
@@ -65,6 +69,17 @@ class PredictSettings:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.jit_compile not in (True, False, "auto"):
             raise ValueError(f"jit_compile must be True, False or 'auto', got {self.jit_compile!r}")
+        check_precision(self.precision)
+
+    def resolve_precision(self, model_path: Path, spec: InferenceSpec) -> Precision:
+        """The policy for this model: ``auto`` resolved for the hardware, or the one asked for; a SavedModel's
+        traced graph keeps its training policy (``spec.precision``), so another explicit one is an error."""
+        if not (model_path.is_dir() and (model_path / "saved_model.pb").is_file()):
+            return resolve_precision(self.precision)
+        if self.precision not in ("auto", spec.precision):
+            raise BratsKerasError(f"{model_path}: a SavedModel computes in the precision it was exported with "
+                                  f"({spec.precision}); give the run's model.keras for --precision {self.precision}")
+        return Precision(spec.precision, "a SavedModel keeps the policy it was exported with", self.precision)
 
     def use_xla(self, spec: InferenceSpec) -> bool:
         """``jit_compile`` resolved for a model kind. Measured on this 2-core CPU (docs/inference.md):
@@ -76,10 +91,11 @@ class PredictSettings:
         return spec.kind == "slices2d" or accelerator_present()
 
     def result_key(self, spec: InferenceSpec) -> dict:
-        """The settings that change the labels written (batch size and XLA do not)."""
+        """The settings that change the labels written (batch size and XLA do not; the precision, resolved,
+        can in a few voxels)."""
         if spec.kind == "slices2d":
-            return {"skip_empty": self.skip_empty}
-        return {"overlap": self.overlap, "blending": self.blending}
+            return {"skip_empty": self.skip_empty, "precision": self.precision}
+        return {"overlap": self.overlap, "blending": self.blending, "precision": self.precision}
 
 
 def check_model_matches_spec(predictor: Predictor, spec: InferenceSpec) -> tuple[int, ...] | None:
@@ -172,18 +188,22 @@ def predict_folder(model_path: str | Path, data_dir: str | Path, out_dir: str | 
     """
     model_path, data_dir, out_dir = Path(model_path), Path(data_dir), Path(out_dir)
     spec, spec_source = find_inference_spec(model_path)
+    precision = settings.resolve_precision(model_path, spec)
+    settings = dataclasses.replace(settings, precision=precision.policy)
     cases, failed_discovery = find_cases(data_dir, modalities=spec.input_modalities)
     synthetic_data = is_synthetic_dataset(data_dir)
     record = _manifest(model_path, spec, spec_source, settings, data_dir, synthetic_data)
     done = _resume_state(out_dir, record, overwrite)
     batch_size = settings.batch_size or DEFAULT_BATCH[spec.kind]
-    predictor = load_predictor(model_path, batch_size=batch_size, jit_compile=settings.use_xla(spec))
+    predictor = load_predictor(model_path, batch_size=batch_size, jit_compile=settings.use_xla(spec),
+                               precision=precision.policy)
     roi = check_model_matches_spec(predictor, spec)
     out_dir.mkdir(parents=True, exist_ok=True)
     manifest_path = out_dir / PREDICTIONS_FILE
     say = progress_write if progress else (lambda _message: None)
     say(f"model: {model_path} ({spec.kind}, {spec.experiment or 'experiment unknown'} / "
         f"{spec.model or 'model unknown'}; pre-processing from {spec_source})")
+    say(f"{precision.line()}; the model was trained in {spec.precision}")
     if spec.synthetic or synthetic_data:
         say("*** SYNTHETIC: " + ("the model was trained on synthetic data; " if spec.synthetic else "")
             + ("the input cases are synthetic; " if synthetic_data else "") + "these labels are not clinical results ***")

@@ -41,6 +41,7 @@ The runner owns everything else, in this order:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from dataclasses import dataclass, field
@@ -53,7 +54,8 @@ import numpy as np
 
 from brats_keras.cli import positive_int
 from brats_keras.configs.base import (
-    ExperimentConfig, apply_overrides, get_path, load_config, save_config,
+    JIT_COMPILE_CHOICES, ExperimentConfig, TrainConfig, apply_overrides, effective_learning_rate, get_path,
+    load_config, save_config,
 )
 from brats_keras.data.brats import CaseFiles, load_case
 from brats_keras.data.layout import to_class_indices
@@ -65,6 +67,8 @@ from brats_keras.evaluation import aggregate, evaluate_case
 from brats_keras.export import export_checked
 from brats_keras.inference import InferenceSpec, predict_volume_2d, slice_range
 from brats_keras.io import atomic_write_json
+from brats_keras.models.common import set_batch_norm_synchronized
+from brats_keras.precision import PRECISIONS, model_precision, precision_scope, resolve_jit_compile, resolve_precision
 from brats_keras.reporting import SYNTHETIC_WARNING, plot_prediction_overlay, write_markdown
 from brats_keras.training import STRATEGIES, RunDir, fit, global_batch_size, select_strategy
 
@@ -203,6 +207,8 @@ class Context:
     dirs: dict[str, Path] = field(default_factory=dict)
     synthetic: bool = False
     strategy: Any = None
+    precision: Any = None
+    """The resolved :class:`~brats_keras.precision.Precision` the models are built in."""
     results: dict = field(default_factory=dict)
     data: SimpleNamespace = field(default_factory=SimpleNamespace)
     """The experiment's own prepared data (split, indices, datasets ...)."""
@@ -270,6 +276,18 @@ def build_parser(experiment: Experiment) -> argparse.ArgumentParser:
     p.add_argument("--strategy", choices=STRATEGIES,
                    help="tf.distribute strategy: one device, mirrored (local GPUs), multiworker (TF_CONFIG); "
                    "auto picks from the hardware (default)")
+    p.add_argument("--precision", choices=PRECISIONS,
+                   help=help_of("train.precision", "dtype policy: auto picks mixed_bfloat16 on GPUs of compute "
+                                "capability >= 8 and CPUs with native bfloat16, mixed_float16 on older GPUs, else "
+                                "float32; heads, losses and metrics stay float32"))
+    p.add_argument("--jit-compile", choices=tuple(JIT_COMPILE_CHOICES), type=str,
+                   help=help_of("train.jit_compile", "XLA for training: auto = on with a GPU or TPU (inside "
+                                "distribution strategies too), off on a CPU"))
+    p.add_argument("--sync-batchnorm", action="store_true",
+                   help="batch-norm statistics over the global batch of all replicas (TensorFlow strategies; "
+                   "under JAX data parallelism they are global already)")
+    p.add_argument("--scale-lr", action="store_true",
+                   help="multiply the learning rate by the replicas in sync (linear scaling rule; docs/distributed.md)")
     p.add_argument("--resume", nargs="?", const="latest", default=None, metavar="RUN_DIR",
                    help="continue an interrupted run from its last checkpoint: the given run folder, --out, or the "
                    "latest run of this experiment")
@@ -289,8 +307,40 @@ def build_parser(experiment: Experiment) -> argparse.ArgumentParser:
     return p
 
 
-SHARED_FLAG_PATHS = {"epochs": "train.epochs", "batch_size": "train.batch_size", "seed": "train.seed",
-                     "strategy": "train.strategy"}
+SHARED_FLAG_PATHS = {"epochs": "train.epochs", "batch_size": "train.batch_size", "seed": "train.seed"}
+RUNTIME_FLAG_FIELDS = {"strategy": "strategy", "precision": "precision", "jit_compile": "jit_compile",
+                       "sync_batchnorm": "sync_batchnorm", "scale_lr": "scale_lr"}
+"""Shared flags of how the hardware runs the training (flag dest → :class:`TrainConfig` field): set in
+``train`` and in every training config nested in it (paper 5's ``train.segment``)."""
+RUN_WIDE_FIELDS = ("strategy", "precision")
+"""Fields one run has once: a nested training config must agree with ``train``."""
+
+
+def train_config_paths(config: ExperimentConfig) -> list[str]:
+    """``["train", "train.segment", ...]``: the experiment's training config and those nested in it."""
+    paths, todo = [], [("train", config.train)]
+    while todo:
+        path, train = todo.pop(0)
+        paths.append(path)
+        todo += [(f"{path}.{f.name}", getattr(train, f.name)) for f in dataclasses.fields(train)
+                 if isinstance(getattr(train, f.name), TrainConfig)]
+    return paths
+
+
+def _runtime_overrides(config: ExperimentConfig, args: argparse.Namespace) -> dict[str, Any]:
+    values = {field: getattr(args, dest) for dest, field in RUNTIME_FLAG_FIELDS.items()}
+    values["jit_compile"] = JIT_COMPILE_CHOICES.get(values["jit_compile"]) if values["jit_compile"] else None
+    values.update({k: True if values[k] else None for k in ("sync_batchnorm", "scale_lr")})
+    return {f"{path}.{field}": value for path in train_config_paths(config) for field, value in values.items()}
+
+
+def check_run_wide(config: ExperimentConfig) -> None:
+    """Raise ``ValueError`` when a nested training config asks for another strategy or precision."""
+    for path in train_config_paths(config)[1:]:
+        for name in RUN_WIDE_FIELDS:
+            value, top = get_path(config, f"{path}.{name}"), getattr(config.train, name)
+            if value != top:
+                raise ValueError(f"{path}.{name} is {value!r} but train.{name} is {top!r}: a run has one {name}")
 
 
 def resolve_config(experiment: Experiment, args: argparse.Namespace, quick: bool) -> ExperimentConfig:
@@ -303,6 +353,7 @@ def resolve_config(experiment: Experiment, args: argparse.Namespace, quick: bool
     try:
         config = load_config(args.config, template, experiment.moved_paths) if args.config else template
         overrides = {path: getattr(args, dest) for dest, path in SHARED_FLAG_PATHS.items()}
+        overrides.update(_runtime_overrides(config, args))
         options = dict(config.options)
         for flag in experiment.flags:
             value = getattr(args, flag.dest)
@@ -315,6 +366,7 @@ def resolve_config(experiment: Experiment, args: argparse.Namespace, quick: bool
             else:
                 overrides[flag.path] = value
         config = apply_overrides(config, {**overrides, "name": experiment.name, "options": options})
+        check_run_wide(config)
     except ValueError as exc:
         raise BratsKerasError(f"invalid setting: {exc}") from None
     return config
@@ -435,13 +487,16 @@ def train_model(ctx: Context, spec: ModelRun) -> dict:
     seconds = time.perf_counter() - started
     epochs_run = len(history.get("loss", []))
     entry: dict[str, Any] = {"epochs_run": epochs_run, "train_seconds_this_session": round(seconds, 1),
-                             "params": int(model.count_params())}
+                             "params": int(model.count_params()), "precision": model_precision(model),
+                             "jit_compile": bool(model.jit_compile)}
     if spec.train_items is not None:
         entry["train_items_per_s"] = None if ctx.resume else round(spec.train_items * max(epochs_run, 1) / seconds, 2)
     if spec.score is not None:
         entry.update(spec.score(model, history))
+    set_batch_norm_synchronized(model, False)  # a single-device concept at inference; .keras loads on any backend
+    inference = None if spec.inference is None else dataclasses.replace(spec.inference, precision=entry["precision"])
     entry.update(export_checked(model, model_run.model_keras, model_run.saved_model if spec.saved_model else None,
-                                spec.sample(), spec.inference))
+                                spec.sample(), inference))
     if spec.summary is not None:
         print(spec.summary(entry), flush=True)
     if spec.clear_session:
@@ -469,6 +524,10 @@ def _run(experiment: Experiment, argv: Sequence[str] | None) -> int:
         raise BratsKerasError(f"--config {args.config} is the config of a run on real data (synthetic: false): "
                               "give its data folder (--data-dir), or set synthetic: true for the synthetic set")
     experiment.check(args, config)
+    try:
+        precision = resolve_precision(config.train.precision)
+    except ValueError as exc:
+        raise BratsKerasError(f"--precision: {exc}") from None
     run_dir = resolve_run(args, experiment.name)
     ctx = Context(args=args, run=run_dir, config=config, resume=args.resume is not None, quick=quick)
     keras.utils.set_random_seed(config.train.seed)
@@ -477,12 +536,35 @@ def _run(experiment: Experiment, argv: Sequence[str] | None) -> int:
     ctx.synthetic = any(is_synthetic_dataset(path) for path in ctx.dirs.values())
     ctx.config = record_config(run_dir, ctx.config, ctx.synthetic)
     ctx.strategy = select_strategy(ctx.config.train.strategy)
+    ctx.precision = precision
     ctx.results = {"experiment": experiment.name, "synthetic": ctx.synthetic,
                    "data_dirs": {role: str(path) for role, path in ctx.dirs.items()},
-                   "data_provenance": data_provenance(ctx.synthetic), "models": {}}
-    experiment.prepare(ctx)
-    for spec in experiment.models(ctx):
-        ctx.results["models"][spec.key] = train_model(ctx, spec)
-    experiment.figures(ctx)
+                   "data_provenance": data_provenance(ctx.synthetic), **hardware_record(ctx), "models": {}}
+    print(hardware_line(ctx), flush=True)
+    with precision_scope(ctx.precision.policy):
+        experiment.prepare(ctx)
+        for spec in experiment.models(ctx):
+            ctx.results["models"][spec.key] = train_model(ctx, spec)
+        experiment.figures(ctx)
     finish_run(run_dir, experiment.tables(ctx.results), ctx.results, ctx.synthetic)
     return 0
+
+
+def hardware_record(ctx: Context) -> dict:
+    """How this run uses the hardware, for ``results.json``: the resolved precision (and why), XLA as
+    the config resolves it, the strategy, replicas and global batch, batch-norm synchronisation and the
+    learning rate in effect (each model's entry records what its compiled model really used)."""
+    train, replicas = ctx.config.train, int(ctx.strategy.num_replicas_in_sync)
+    return {**ctx.precision.record(), "jit_compile": resolve_jit_compile(train.jit_compile),
+            "strategy": type(ctx.strategy).__name__, "replicas": replicas, "global_batch": ctx.batch(),
+            "sync_batchnorm": train.sync_batchnorm, "learning_rate": effective_learning_rate(train, replicas)}
+
+
+def hardware_line(ctx: Context) -> str:
+    """``precision: mixed_bfloat16 (auto: ...) · XLA off · OneDeviceStrategy × 1, global batch 16``."""
+    record = hardware_record(ctx)
+    text = (f"{ctx.precision.line()} · XLA {'on' if record['jit_compile'] else 'off'} · {record['strategy']} × "
+            f"{record['replicas']}, global batch {record['global_batch']}")
+    if ctx.config.train.scale_lr:
+        text += f" · learning rate {record['learning_rate']:g} (× {record['replicas']} replicas, --scale-lr)"
+    return text + (" · synchronised batch norm" if ctx.config.train.sync_batchnorm else "")

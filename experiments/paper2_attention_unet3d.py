@@ -23,7 +23,7 @@ import keras
 import numpy as np
 
 from brats_keras.bench import peak_rss_mb
-from brats_keras.configs.base import JIT_COMPILE_CHOICES, make_compiled_model
+from brats_keras.configs.base import make_compiled_model
 from brats_keras.configs.paper2 import EXPERIMENT, MODELS, paper2_config
 from brats_keras.data.pipeline import make_dataset
 from brats_keras.io import default_cache_dir
@@ -62,8 +62,6 @@ class Paper2(Experiment):
         Flag("--attention-in-decoder", f"{ATTENTION}.attention_in_decoder", "spatial attention after each decoder "
              "up-sampling too (§III: \"during encoding and decoding\"; the spatial-attention model only)", kind="switch"),
         Flag("--learning-rate", "train.learning_rate", "Adam learning rate", type=float),
-        Flag("--jit-compile", "train.jit_compile", "XLA for training: on, auto (Keras: XLA on GPU only), off",
-             choices=tuple(JIT_COMPILE_CHOICES), convert=JIT_COMPILE_CHOICES.get),
         Flag("--max-eval-cases", "data.max_eval_cases", "score at most this many patients of each cohort on whole "
              "volumes (0: all)", type=int),
         Flag("--cache-dir", None, "folder of the pre-processed 3D arrays (default: $BRATS_KERAS_CACHE or "

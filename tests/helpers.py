@@ -14,6 +14,16 @@ import numpy as np
 from brats_keras.data.layout import BRATS_AFFINE, MODALITIES
 
 TINY_SHAPE = (48, 48, 40)
+EXPORT_TOLERANCE = {"float32": 1e-4, "mixed_float16": 5e-3, "mixed_bfloat16": 2e-2}
+"""Largest |model − reloaded SavedModel| of a probability, by the policy the model computes in: the traced
+graph orders and fuses the operations differently (oneDNN), and bfloat16 keeps 8 significant bits
+(relative step 2^-8 ≈ 0.004; 0.004–0.010 measured on paper 1's tiny models). A broken export (other
+weights, missing layer) differs by tenths."""
+
+
+def export_tolerance(entry: dict) -> float:
+    """:data:`EXPORT_TOLERANCE` for a model's ``results.json`` entry."""
+    return EXPORT_TOLERANCE[entry["precision"]]
 
 
 def save_nifti(path: Path, array: np.ndarray) -> Path:

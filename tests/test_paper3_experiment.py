@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from experiments import paper3_unet_dwell
-from tests.helpers import REPO, history_epochs, predict_and_evaluate, run_experiment
+from tests.helpers import REPO, export_tolerance, history_epochs, predict_and_evaluate, run_experiment
 
 SCRIPT = REPO / "experiments" / "paper3_unet_dwell.py"
 TINY = ["--epochs", "2", "--batch-size", "8", "--slice-start", "5", "--slice-count", "30", "--image-size", "32",
@@ -45,7 +45,7 @@ def test_tiny_run_trains_both_variants_and_writes_every_output(synthetic_brats, 
         assert history_epochs(sub / "history.csv") == [0, 1]
         assert entry["epochs_run"] == 2 and len(entry["dwell_rows"]) == 2
         assert [row["epoch"] for row in entry["dwell_rows"]] == [1, 2]
-        assert entry["export_max_abs_diff"]["saved_model"] < 1e-4
+        assert entry["export_max_abs_diff"]["saved_model"] < export_tolerance(entry)
         summary = entry["whole_volume"]["summary"]
         assert set(summary) == {"ET", "TC", "WT"} and summary["WT"]["dice"]["count"] == len(split["test"])
         spec = json.loads((sub / "inference.json").read_text())

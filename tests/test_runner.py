@@ -252,3 +252,29 @@ def test_a_config_json_from_before_per_model_settings_still_reproduces_its_run(f
     if moved == "paper5":
         assert again.models["classifier"].options.norm_momentum == 0.5
         assert again.models["segmenter"].options.norm_momentum == 0.9  # it had its own model section
+
+
+def test_precision_xla_and_batch_norm_flags_are_resolved_recorded_and_restored(toy, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert run(toy, ["--out", str(out), "--precision", "mixed_bfloat16", "--jit-compile", "off", "--sync-batchnorm",
+                     "--scale-lr"]) == 0
+    assert keras.config.dtype_policy().name == "float32"  # the run's policy does not leak into the caller
+    train = json.loads((out / "config.json").read_text())["train"]
+    assert (train["precision"], train["jit_compile"], train["sync_batchnorm"], train["scale_lr"]) == (
+        "mixed_bfloat16", False, True, True)
+    results = json.loads((out / "results.json").read_text())
+    assert results["precision"] == "mixed_bfloat16" and results["precision_requested"] == "mixed_bfloat16"
+    assert results["jit_compile"] is False and results["replicas"] == 1 and results["global_batch"] == 4
+    assert results["sync_batchnorm"] is True and results["learning_rate"] == pytest.approx(1e-2)  # × 1 replica
+    assert results["models"]["first"]["precision"] == "mixed_bfloat16"
+    assert "precision: mixed_bfloat16 (asked for: --precision) · XLA off · OneDeviceStrategy × 1, global batch 4" in (
+        capsys.readouterr().out)
+    assert run(toy, ["--out", str(tmp_path / "f32"), "--precision", "float32"]) == 0
+    assert json.loads((tmp_path / "f32" / "results.json").read_text())["models"]["first"]["precision"] == "float32"
+
+
+def test_float16_on_a_cpu_is_refused_before_any_data(toy, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert run(toy, ["--out", str(out), "--precision", "mixed_float16"]) == 2
+    assert capsys.readouterr().err.strip().startswith("error: --precision: mixed_float16 needs a GPU")
+    assert toy.calls == [] and not out.exists()

@@ -24,7 +24,9 @@ from brats_keras.io import atomic_write_json
 from brats_keras.losses import KERAS_LOSSES, LOSSES
 from brats_keras.metrics import METRICS
 from brats_keras.models import create_model
+from brats_keras.models.common import set_batch_norm_synchronized
 from brats_keras.models.registry import ModelSettings, RegistryError, model_settings
+from brats_keras.precision import check_precision, replicas_in_sync, resolve_jit_compile
 
 OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd")
 JIT_COMPILE_CHOICES = {"auto": "auto", "on": True, "off": False}
@@ -99,9 +101,20 @@ class TrainConfig:
     seed: int = 42
     strategy: str = "auto"
     jit_compile: bool | str = "auto"
-    """XLA compilation of the train step (``model.compile(jit_compile=...)``): ``"auto"`` is Keras'
-    rule (XLA on accelerators, not on CPU); ``True`` also on CPU, where it lowers peak memory of
-    large 3D models (docs/paper2.md) at some speed."""
+    """XLA compilation of the train step: ``"auto"`` is the project's rule
+    (:func:`brats_keras.precision.resolve_jit_compile`: on with a GPU or TPU, inside a distribution
+    strategy too, where Keras' own ``"auto"`` would turn it off; off on a CPU); ``True`` also on CPU,
+    where it lowers peak memory of large 3D models (docs/paper2.md) at some speed."""
+    precision: str = "auto"
+    """The Keras dtype policy (:data:`brats_keras.precision.PRECISIONS`): ``"auto"`` picks bfloat16 or
+    float16 where the hardware computes them natively (:func:`brats_keras.precision.resolve_precision`);
+    heads, losses and metrics stay float32."""
+    sync_batchnorm: bool = False
+    """Batch-normalisation statistics over the global batch of every replica
+    (``BatchNormalization(synchronized=True)``, TensorFlow strategies) instead of each replica's share."""
+    scale_lr: bool = False
+    """Multiply ``learning_rate`` by the replicas in sync (the linear scaling rule for a global batch
+    that grows with the devices; docs/distributed.md). Off: the rate is used as configured."""
     loss: LossConfig = field(default_factory=LossConfig)
     """The training loss (each paper's factory names its section)."""
     metrics: tuple[MetricConfig, ...] = ()
@@ -114,6 +127,7 @@ class TrainConfig:
             raise ValueError(f"optimizer: {self.optimizer!r} not in {OPTIMIZERS}")
         if self.jit_compile not in JIT_COMPILE_CHOICES.values():
             raise ValueError(f"jit_compile must be True, False or 'auto', got {self.jit_compile!r}")
+        check_precision(self.precision)
         if self.learning_rate <= 0:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
 
@@ -360,12 +374,19 @@ def quick_profile_norm_momentum(models: dict[str, ModelConfig]) -> dict[str, Mod
             if hasattr(m.options, "norm_momentum") else m for key, m in models.items()}
 
 
-def make_compiled_model(model: ModelConfig, train: TrainConfig, **build_args) -> keras.Model:
-    """:func:`make_model`, compiled with ``train``'s optimiser, loss, metrics and XLA setting: what every
-    experiment trains."""
+def make_compiled_model(model: ModelConfig, train: TrainConfig, *, replicas: int | None = None, **build_args) -> keras.Model:
+    """:func:`make_model`, compiled with ``train``'s optimiser, loss, metrics and XLA setting (resolved by
+    :func:`~brats_keras.precision.resolve_jit_compile`), with synchronised batch normalisation when
+    ``train.sync_batchnorm`` and the learning rate scaled by ``replicas`` (default: the replicas of the
+    strategy in scope, :func:`~brats_keras.precision.replicas_in_sync`) when ``train.scale_lr``: what
+    every experiment trains. The model computes in the global dtype policy in force when it is built
+    (the runner sets ``train.precision``'s)."""
     built = make_model(model, **build_args)
-    built.compile(optimizer=make_optimizer(train), loss=make_loss(train.loss), metrics=make_metrics(train.metrics),
-                  jit_compile=train.jit_compile)
+    replicas = replicas_in_sync() if replicas is None else replicas
+    if train.sync_batchnorm:
+        set_batch_norm_synchronized(built, True)
+    built.compile(optimizer=make_optimizer(train, replicas), loss=make_loss(train.loss),
+                  metrics=make_metrics(train.metrics), jit_compile=resolve_jit_compile(train.jit_compile))
     return built
 
 
@@ -397,16 +418,22 @@ def make_metrics(specs) -> list:
     return [_build_named("metric", m.name, m.options, METRICS, ("accuracy",)) for m in specs]
 
 
-def make_optimizer(train: TrainConfig) -> keras.optimizers.Optimizer:
+def effective_learning_rate(train: TrainConfig, replicas: int = 1) -> float:
+    """``train.learning_rate``, times ``replicas`` when ``train.scale_lr`` (the linear scaling rule)."""
+    return float(train.learning_rate) * (int(replicas) if train.scale_lr else 1)
+
+
+def make_optimizer(train: TrainConfig, replicas: int = 1) -> keras.optimizers.Optimizer:
     """The Keras optimiser a :class:`TrainConfig` describes (learning rate as a variable, so
-    learning-rate callbacks can change it). ``weight_decay`` 0 means no decay for every optimiser
-    (AdamW gets ``weight_decay=0.0``, which Keras applies as ``w -= w · 0 · lr``: a no-op; the others
-    get ``None``, Keras' "no decay")."""
+    learning-rate callbacks can change it; :func:`effective_learning_rate` for ``replicas``).
+    ``weight_decay`` 0 means no decay for every optimiser (AdamW gets ``weight_decay=0.0``, which Keras
+    applies as ``w -= w · 0 · lr``: a no-op; the others get ``None``, Keras' "no decay")."""
     decay = train.weight_decay or None
+    rate = effective_learning_rate(train, replicas)
     if train.optimizer == "adam":
-        return keras.optimizers.Adam(train.learning_rate, weight_decay=decay)
+        return keras.optimizers.Adam(rate, weight_decay=decay)
     if train.optimizer == "adamw":
-        return keras.optimizers.AdamW(train.learning_rate, weight_decay=float(train.weight_decay))
+        return keras.optimizers.AdamW(rate, weight_decay=float(train.weight_decay))
     if train.optimizer == "rmsprop":
-        return keras.optimizers.RMSprop(train.learning_rate, weight_decay=decay)
-    return keras.optimizers.SGD(train.learning_rate, weight_decay=decay)
+        return keras.optimizers.RMSprop(rate, weight_decay=decay)
+    return keras.optimizers.SGD(rate, weight_decay=decay)

@@ -168,3 +168,17 @@ def set_batch_norm_momentum(model: keras.Model, momentum: float) -> keras.Model:
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.momentum = float(momentum)
     return model
+
+
+def set_batch_norm_synchronized(model: keras.Model, synchronized: bool = True) -> keras.Model:
+    """Make every ``BatchNormalization`` of ``model`` (nested models included) compute its training
+    statistics over the global batch of all replicas (``synchronized``; Keras reads it at call time).
+    TensorFlow only: under JAX's ``keras.distribution.DataParallel`` one program sees the whole
+    sharded batch, so its statistics are global already, and Keras refuses the flag — the model is
+    returned unchanged there. Returns ``model``."""
+    if keras.backend.backend() != "tensorflow":
+        return model
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.synchronized = bool(synchronized)
+    return model

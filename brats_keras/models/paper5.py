@@ -86,7 +86,7 @@ def efficientnet_b1_classifier(input_shape=CLASSIFIER_INPUT_SHAPE, num_classes=4
     x = keras.layers.Dense(dense, activation="relu", name=f"{name}_dense")(x)
     if dropout:
         x = keras.layers.Dropout(dropout, name=f"{name}_dropout")(x)
-    outputs = keras.layers.Dense(num_classes, activation="softmax", name=f"{name}_head")(x)
+    outputs = keras.layers.Dense(num_classes, activation="softmax", name=f"{name}_head", dtype="float32")(x)
     return keras.Model(inputs, outputs, name=name)
 
 

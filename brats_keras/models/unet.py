@@ -365,9 +365,11 @@ def unet_decoder(x, skips, spec: UNetSpec, prefix: str):
 
 
 def unet_head(x, spec: UNetSpec, prefix: str):
-    """1×1 convolution to ``num_classes`` channels with ``output_activation``: ``(batch, *S, num_classes)``."""
+    """1×1 convolution to ``num_classes`` channels with ``output_activation``: ``(batch, *S, num_classes)``.
+    It computes in float32 under any dtype policy (a softmax / sigmoid in bfloat16 rounds its
+    probabilities to 3 significant digits), so the model returns float32 (brats_keras.precision)."""
     return conv_class(spec.spatial_dims)(spec.num_classes, 1, activation=spec.output_activation,
-                                         name=f"{prefix}_head")(x)
+                                         name=f"{prefix}_head", dtype="float32")(x)
 
 
 def unet_body(x, spec: UNetSpec, *, prefix: str):
