@@ -183,11 +183,30 @@ def model_precision(model: keras.Model) -> str:
     return mixed[0] if mixed else "float32"
 
 
-def resolve_jit_compile(value: bool | str = "auto", *, devices=None) -> bool:
+XLA_ACROSS_REPLICAS = ("Keras 3's TensorFlow trainer compiles the whole cross-replica step as one XLA cluster, "
+                       "which cannot reach the other replicas' variables (keras-team/keras#19005)")
+"""Why XLA is off for a TensorFlow step split over several replicas (measured: MirroredStrategy on two
+logical CPUs fails with "Trying to access resource .../replica_1 ... from device CPU:0"; tests/test_mirrored.py)."""
+
+
+def xla_unavailable(replicas: int = 1) -> str | None:
+    """Why the train step cannot be XLA-compiled with ``replicas`` replicas in sync, or ``None``."""
+    import keras
+
+    if int(replicas) > 1 and keras.backend.backend() == "tensorflow":
+        return XLA_ACROSS_REPLICAS
+    return None
+
+
+def resolve_jit_compile(value: bool | str = "auto", *, devices=None, replicas: int = 1) -> bool:
     """``True`` / ``False`` as given; ``"auto"``: ``True`` when the backend sees a GPU or TPU
-    (:func:`accelerators`), ``False`` on a CPU."""
+    (:func:`accelerators`) — inside a one-device strategy too, where Keras' ``"auto"`` says off —,
+    ``False`` on a CPU. Off, whatever was asked, where :func:`xla_unavailable` says why (a TensorFlow step
+    over several replicas; JAX compiles its data-parallel step with XLA always)."""
     if value not in (True, False, "auto"):
         raise ValueError(f"jit_compile must be True, False or 'auto', got {value!r}")
+    if xla_unavailable(replicas):
+        return False
     if value != "auto":
         return bool(value)
     return bool(accelerators() if devices is None else devices)

@@ -68,7 +68,9 @@ from brats_keras.export import export_checked
 from brats_keras.inference import InferenceSpec, predict_volume_2d, slice_range
 from brats_keras.io import atomic_write_json
 from brats_keras.models.common import set_batch_norm_synchronized
-from brats_keras.precision import PRECISIONS, model_precision, precision_scope, resolve_jit_compile, resolve_precision
+from brats_keras.precision import (
+    PRECISIONS, model_precision, precision_scope, resolve_jit_compile, resolve_precision, xla_unavailable,
+)
 from brats_keras.reporting import SYNTHETIC_WARNING, plot_prediction_overlay, write_markdown
 from brats_keras.training import STRATEGIES, RunDir, fit, global_batch_size, select_strategy
 
@@ -555,7 +557,7 @@ def hardware_record(ctx: Context) -> dict:
     the config resolves it, the strategy, replicas and global batch, batch-norm synchronisation and the
     learning rate in effect (each model's entry records what its compiled model really used)."""
     train, replicas = ctx.config.train, int(ctx.strategy.num_replicas_in_sync)
-    return {**ctx.precision.record(), "jit_compile": resolve_jit_compile(train.jit_compile),
+    return {**ctx.precision.record(), "jit_compile": resolve_jit_compile(train.jit_compile, replicas=replicas),
             "strategy": type(ctx.strategy).__name__, "replicas": replicas, "global_batch": ctx.batch(),
             "sync_batchnorm": train.sync_batchnorm, "learning_rate": effective_learning_rate(train, replicas)}
 
@@ -563,8 +565,11 @@ def hardware_record(ctx: Context) -> dict:
 def hardware_line(ctx: Context) -> str:
     """``precision: mixed_bfloat16 (auto: ...) · XLA off · OneDeviceStrategy × 1, global batch 16``."""
     record = hardware_record(ctx)
-    text = (f"{ctx.precision.line()} · XLA {'on' if record['jit_compile'] else 'off'} · {record['strategy']} × "
-            f"{record['replicas']}, global batch {record['global_batch']}")
+    xla = "on" if record["jit_compile"] else "off"
+    if ctx.config.train.jit_compile is True and not record["jit_compile"]:
+        xla += f" although asked for ({xla_unavailable(record['replicas'])})"
+    text = (f"{ctx.precision.line()} · XLA {xla} · {record['strategy']} × {record['replicas']}, "
+            f"global batch {record['global_batch']}")
     if ctx.config.train.scale_lr:
         text += f" · learning rate {record['learning_rate']:g} (× {record['replicas']} replicas, --scale-lr)"
     return text + (" · synchronised batch norm" if ctx.config.train.sync_batchnorm else "")

@@ -386,7 +386,8 @@ def make_compiled_model(model: ModelConfig, train: TrainConfig, *, replicas: int
     if train.sync_batchnorm:
         set_batch_norm_synchronized(built, True)
     built.compile(optimizer=make_optimizer(train, replicas), loss=make_loss(train.loss),
-                  metrics=make_metrics(train.metrics), jit_compile=resolve_jit_compile(train.jit_compile))
+                  metrics=make_metrics(train.metrics),
+                  jit_compile=resolve_jit_compile(train.jit_compile, replicas=replicas))
     return built
 
 
