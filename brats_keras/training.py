@@ -240,23 +240,30 @@ def worker_run_dir(run: RunDir, strategy, *, resume: bool = False) -> Iterator[R
         print(f"worker {task}: removed {own}; the run folder is {run.path}", flush=True)
 
 
-def agreed_resume(strategy, initial_epoch: int, stopped: bool) -> tuple[int, bool]:
-    """Check that every worker of a multi-worker strategy resumes from the same epoch (and stopped
-    state): an all-gather of each worker's values. One process returns them unchanged.
+def agreed_resume(strategy, run: RunDir, resume: bool) -> bool:
+    """Whether :func:`fit` resumes from ``run``'s checkpoint (``resume`` and a complete checkpoint), checked
+    equal on every worker of a multi-worker strategy before any model is built: an all-gather of each
+    worker's checkpoint (present, epochs done, stopped). Workers that built a model and loaded a
+    checkpoint would otherwise run different collective ops and fail with a TensorFlow error.
 
     Raises:
         BratsKerasError: the workers found different checkpoints.
     """
+    resuming = bool(resume and run.has_checkpoint())
     if getattr(strategy, "cluster_resolver", None) is None:  # one process (OneDevice, Mirrored)
-        return initial_epoch, stopped
+        return resuming
+    state = json.loads(run.checkpoint_state.read_text(encoding="utf-8")) if resuming else {}
+    mine = [int(resuming), int(state.get("epochs_done", 0)), int(bool(state.get("stopped", False)))]
     tf = _tf()
-    gathered = strategy.gather(strategy.run(lambda: tf.constant([[initial_epoch, int(stopped)]], tf.int64)), axis=0)
-    values = {tuple(int(v) for v in row) for row in gathered.numpy()}
-    if len(values) > 1:
-        epochs = sorted({epoch for epoch, _ in values})
+    # in a tf.function: strategy.run used eagerly warns of its overhead
+    gather = tf.function(lambda: strategy.gather(strategy.run(lambda: tf.constant([mine], tf.int64)), axis=0),
+                         autograph=False)
+    found = {tuple(int(v) for v in row) for row in np.asarray(gather())}
+    if len(found) > 1:
+        epochs = sorted({epochs for _, epochs, _ in found})
         raise BratsKerasError(f"the workers found different checkpoints to resume from (epochs done: {epochs}): "
                               "--resume with several workers needs the run folder on a filesystem every worker sees")
-    return initial_epoch, stopped
+    return resuming
 
 
 # --- resumable training ------------------------------------------------------------------------
@@ -364,12 +371,12 @@ def fit(
     strategy = strategy or select_strategy("one")
     resumables = resumable_callbacks(callbacks)
     stopped = False
+    resuming = agreed_resume(strategy, run, resume)
     with strategy.scope():
-        if resume and run.has_checkpoint():
+        if resuming:
             model, initial_epoch, history, stopped = load_checkpoint(run, resumables)
         else:
             model, initial_epoch, history = build(), 0, {}
-    initial_epoch, stopped = agreed_resume(strategy, initial_epoch, stopped)
     if stopped or initial_epoch >= epochs:  # interrupted after the last epoch: finish as fit() would have
         for cb in resumables.values():
             cb.set_model(model)
