@@ -26,13 +26,17 @@ The runner owns everything else, in this order:
    JSON / YAML, :func:`~brats_keras.configs.base.load_config`), then the flags given on the command
    line (one override path, :func:`~brats_keras.configs.base.apply_overrides`). The experiment's
    non-hyper-parameter choices (``--model``, ...) are kept in ``config.options``.
-3. **Run folder and seed.** ``--out`` or ``runs/<experiment>/<UTC timestamp>``, ``--resume``;
+3. **Strategy, run folder and seed.** The strategy (``--strategy``); ``--out`` or
+   ``runs/<experiment>/<UTC timestamp>``, ``--resume``; every hook below writes to ``ctx.run``, the
+   run folder itself, or on a non-chief worker of a multi-worker cluster a temporary folder removed at
+   the end (:func:`~brats_keras.training.worker_run_dir`, docs/distributed.md);
    ``keras.utils.set_random_seed(config.train.seed)``.
 4. **Data.** :meth:`Experiment.sources` (the data folders, generated synthetic sets when none is given)
-   → ``config.json`` (marked synthetic or not, with the banner) → the strategy and the global batch
-   → :meth:`Experiment.prepare`.
+   → ``config.json`` (marked synthetic or not, with the banner) → :meth:`Experiment.prepare` (the
+   global batch: ``ctx.batch()``).
 5. **Models.** For each :class:`ModelRun` of :meth:`Experiment.models`: ``training.fit`` (resumable, in
-   the strategy's scope), the paper's ``score``, the exports (``model.keras``, ``saved_model/``,
+   the strategy's scope), then on a single-process copy of the model
+   (:func:`~brats_keras.training.single_process_model`) the paper's ``score``, the exports (``model.keras``, ``saved_model/``,
    ``inference.json``) with their reload check, timing and parameter count into ``results.json``.
 6. **Report.** :meth:`Experiment.figures`, ``table.md`` (:meth:`Experiment.tables`) and
    ``results.json``, written atomically, and the synthetic warning.
@@ -72,7 +76,9 @@ from brats_keras.precision import (
     PRECISIONS, model_precision, precision_scope, resolve_jit_compile, resolve_precision, xla_unavailable,
 )
 from brats_keras.reporting import SYNTHETIC_WARNING, plot_prediction_overlay, write_markdown
-from brats_keras.training import STRATEGIES, RunDir, fit, global_batch_size, select_strategy
+from brats_keras.training import (
+    STRATEGIES, RunDir, fit, global_batch_size, select_strategy, single_process_model, worker_run_dir, writes_run,
+)
 
 SHARED_SOURCES = {"train.seed": "our choice; the papers do not state a seed"}
 
@@ -374,15 +380,16 @@ def resolve_config(experiment: Experiment, args: argparse.Namespace, quick: bool
     return config
 
 
-def resolve_run(args: argparse.Namespace, experiment: str, *, root: str = "runs") -> RunDir:
-    """The run folder for these arguments: the one to resume, ``--out``, or a new timestamped one."""
+def resolve_run(args: argparse.Namespace, experiment: str, *, root: str = "runs", make: bool = True) -> RunDir:
+    """The run folder for these arguments: the one to resume, ``--out``, or a new timestamped one
+    (made unless ``make=False``: a worker that does not write the run)."""
     if args.resume is not None:
         if args.resume != "latest":
-            return RunDir.create(args.resume, experiment)
+            return RunDir.create(args.resume, experiment, make=make)
         if args.out is not None:
-            return RunDir.create(args.out, experiment)
+            return RunDir.create(args.out, experiment, make=make)
         return RunDir.latest(experiment, root=root)
-    return RunDir.create(args.out, experiment, root=root)
+    return RunDir.create(args.out, experiment, root=root, make=make)
 
 
 # --------------------------------------------------------------------------------------------
@@ -487,10 +494,12 @@ def train_model(ctx: Context, spec: ModelRun) -> dict:
                          validation_data=spec.validation, callbacks=spec.callbacks, strategy=ctx.strategy,
                          resume=ctx.resume)
     seconds = time.perf_counter() - started
+    trained_with_xla = bool(model.jit_compile)
+    model = single_process_model(model, ctx.strategy)  # scores and exports as one process would
     epochs_run = len(history.get("loss", []))
     entry: dict[str, Any] = {"epochs_run": epochs_run, "train_seconds_this_session": round(seconds, 1),
                              "params": int(model.count_params()), "precision": model_precision(model),
-                             "jit_compile": bool(model.jit_compile)}
+                             "jit_compile": trained_with_xla}
     if spec.train_items is not None:
         entry["train_items_per_s"] = None if ctx.resume else round(spec.train_items * max(epochs_run, 1) / seconds, 2)
     if spec.score is not None:
@@ -530,25 +539,26 @@ def _run(experiment: Experiment, argv: Sequence[str] | None) -> int:
         precision = resolve_precision(config.train.precision)
     except ValueError as exc:
         raise BratsKerasError(f"--precision: {exc}") from None
-    run_dir = resolve_run(args, experiment.name)
-    ctx = Context(args=args, run=run_dir, config=config, resume=args.resume is not None, quick=quick)
-    keras.utils.set_random_seed(config.train.seed)
+    strategy = select_strategy(config.train.strategy)
+    run_dir = resolve_run(args, experiment.name, make=writes_run(strategy))
+    with worker_run_dir(run_dir, strategy, resume=args.resume is not None) as own:
+        ctx = Context(args=args, run=own, config=config, resume=args.resume is not None, quick=quick,
+                      strategy=strategy, precision=precision)
+        keras.utils.set_random_seed(config.train.seed)
 
-    ctx.dirs = {role: Path(path) for role, path in experiment.sources(ctx).items()}
-    ctx.synthetic = any(is_synthetic_dataset(path) for path in ctx.dirs.values())
-    ctx.config = record_config(run_dir, ctx.config, ctx.synthetic)
-    ctx.strategy = select_strategy(ctx.config.train.strategy)
-    ctx.precision = precision
-    ctx.results = {"experiment": experiment.name, "synthetic": ctx.synthetic,
-                   "data_dirs": {role: str(path) for role, path in ctx.dirs.items()},
-                   "data_provenance": data_provenance(ctx.synthetic), **hardware_record(ctx), "models": {}}
-    print(hardware_line(ctx), flush=True)
-    with precision_scope(ctx.precision.policy):
-        experiment.prepare(ctx)
-        for spec in experiment.models(ctx):
-            ctx.results["models"][spec.key] = train_model(ctx, spec)
-        experiment.figures(ctx)
-    finish_run(run_dir, experiment.tables(ctx.results), ctx.results, ctx.synthetic)
+        ctx.dirs = {role: Path(path) for role, path in experiment.sources(ctx).items()}
+        ctx.synthetic = any(is_synthetic_dataset(path) for path in ctx.dirs.values())
+        ctx.config = record_config(own, ctx.config, ctx.synthetic)
+        ctx.results = {"experiment": experiment.name, "synthetic": ctx.synthetic,
+                       "data_dirs": {role: str(path) for role, path in ctx.dirs.items()},
+                       "data_provenance": data_provenance(ctx.synthetic), **hardware_record(ctx), "models": {}}
+        print(hardware_line(ctx), flush=True)
+        with precision_scope(ctx.precision.policy):
+            experiment.prepare(ctx)
+            for spec in experiment.models(ctx):
+                ctx.results["models"][spec.key] = train_model(ctx, spec)
+            experiment.figures(ctx)
+        finish_run(own, experiment.tables(ctx.results), ctx.results, ctx.synthetic)
     return 0
 
 

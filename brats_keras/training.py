@@ -3,7 +3,9 @@
 * :func:`select_strategy` picks a ``tf.distribute`` strategy (``auto | one | mirrored |
   multiworker``); build and compile the model inside ``strategy.scope()`` and batch the tf.data
   pipeline with :func:`global_batch_size` — Keras splits each global batch across the replicas and
-  scales the loss so the update equals the single-device update on the same batch.
+  scales the loss so the update equals the single-device update on the same batch. Under a
+  multi-worker cluster every worker writes to :func:`worker_run_dir` (the run itself on the chief, a
+  temporary folder elsewhere) and scores a :func:`single_process_model` (docs/distributed.md).
 * :class:`RunDir` is the run folder of DESIGN.md (``config.json``, ``split.json``, ``history.csv``,
   ``results.json``, ``table.md``, ``plots/``, ``model.keras``, ``saved_model/``, ``logs/``) plus
   ``checkpoints/`` for ``--resume``.
@@ -21,10 +23,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import keras
 import numpy as np
@@ -126,15 +131,28 @@ def global_batch_size(per_replica: int, strategy) -> int:
     return int(per_replica) * int(strategy.num_replicas_in_sync)
 
 
-def is_chief() -> bool:
-    """True unless TF_CONFIG says this process is a non-chief worker (only the chief writes files)."""
-    try:
-        task = json.loads(os.environ.get("TF_CONFIG", "") or "{}").get("task", {})
-    except ValueError:
-        return True
-    return task.get("type", "worker") in ("chief", "worker") and (
-        task.get("type") == "chief" or int(task.get("index", 0)) == 0
-    )
+def writes_run(strategy) -> bool:
+    """Whether this process writes the run folder: False only on a worker of a multi-worker cluster that
+    is not its chief (``strategy.extended.should_checkpoint``; the chief is the ``chief`` task, else
+    worker 0). One process, one device or several, always writes it."""
+    return bool(getattr(getattr(strategy, "extended", None), "should_checkpoint", True))
+
+
+def single_process_model(model: keras.Model, strategy) -> keras.Model:
+    """``model`` to score, predict with and export in this process alone: ``model`` itself under a strategy
+    of one replica, else a copy outside the strategy (saved and reloaded with its compile settings).
+
+    Under ``MirroredStrategy`` and ``MultiWorkerMirroredStrategy`` ``predict_on_batch`` hands every replica
+    the whole batch and returns all their outputs (16 rows for 8 slices on two replicas), and ``predict``
+    on a dataset returns the replicas' shards gathered from every worker; the copy gives each worker
+    the outputs of a single-process run. Call it outside ``strategy.scope()``.
+    """
+    if strategy is None or strategy.num_replicas_in_sync == 1:
+        return model
+    with tempfile.TemporaryDirectory(prefix="brats_keras_copy_") as tmp:
+        path = Path(tmp) / "model.keras"
+        model.save(path)
+        return load_model(path)
 
 
 # --- run folders -------------------------------------------------------------------------------
@@ -145,12 +163,16 @@ class RunDir:
     path: Path
 
     @classmethod
-    def create(cls, out: str | Path | None, experiment: str, *, root: str | Path = "runs") -> "RunDir":
+    def create(cls, out: str | Path | None, experiment: str, *, root: str | Path = "runs",
+               make: bool = True) -> "RunDir":
+        """``out``, or ``<root>/<experiment>/<UTC timestamp>``; the folder is made unless ``make=False``
+        (a worker that does not write the run, :func:`worker_run_dir`)."""
         if out is None:
             stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
             out = Path(root) / experiment / stamp
         run = cls(Path(out))
-        run.path.mkdir(parents=True, exist_ok=True)  # plots/, logs/, checkpoints/ appear when written
+        if make:
+            run.path.mkdir(parents=True, exist_ok=True)  # plots/, logs/, checkpoints/ appear when written
         return run
 
     @classmethod
@@ -185,6 +207,65 @@ class RunDir:
         return int(json.loads(self.checkpoint_state.read_text(encoding="utf-8"))["epochs_done"])
 
 
+RESUME_COPY_IGNORED = ("saved_model", "logs", "plots")
+"""What a worker's temporary folder does not copy from the run it resumes: outputs that are only written."""
+
+
+@contextmanager
+def worker_run_dir(run: RunDir, strategy, *, resume: bool = False) -> Iterator[RunDir]:
+    """The folder this process writes ``run`` to: ``run`` itself on the process that writes the run
+    (:func:`writes_run`: one process, or the chief of a multi-worker cluster), else a temporary folder,
+    removed on exit, as Keras' multi-worker guide saves from non-chief workers.
+
+    Every worker thus runs the same code on its own folder: checkpoints, exports, logs and tables that
+    need every worker (the collective ops of a distributed model) are written by all, and only the
+    chief's reach ``run``. With ``resume`` the temporary folder starts as a copy of the chief's run
+    (checkpoints, history, splits; not :data:`RESUME_COPY_IGNORED`), so every worker resumes from the
+    same epoch — which needs ``run`` on a filesystem every worker sees (:func:`fit` checks they agree).
+    """
+    if writes_run(strategy):
+        run.path.mkdir(parents=True, exist_ok=True)
+        yield run
+        return
+    task = getattr(getattr(strategy, "cluster_resolver", None), "task_id", None)
+    own = Path(tempfile.mkdtemp(prefix=f"brats_keras_worker{task}_"))
+    try:
+        if resume and run.path.is_dir():
+            shutil.copytree(run.path, own, dirs_exist_ok=True, ignore=shutil.ignore_patterns(*RESUME_COPY_IGNORED))
+        print(f"worker {task}: the chief writes the run folder {run.path}; this worker writes its own copies "
+              f"to {own} (removed at the end)", flush=True)
+        yield RunDir(own)
+    finally:
+        shutil.rmtree(own, ignore_errors=True)
+        print(f"worker {task}: removed {own}; the run folder is {run.path}", flush=True)
+
+
+def agreed_resume(strategy, run: RunDir, resume: bool) -> bool:
+    """Whether :func:`fit` resumes from ``run``'s checkpoint (``resume`` and a complete checkpoint), checked
+    equal on every worker of a multi-worker strategy before any model is built: an all-gather of each
+    worker's checkpoint (present, epochs done, stopped). Workers that built a model and loaded a
+    checkpoint would otherwise run different collective ops and fail with a TensorFlow error.
+
+    Raises:
+        BratsKerasError: the workers found different checkpoints.
+    """
+    resuming = bool(resume and run.has_checkpoint())
+    if getattr(strategy, "cluster_resolver", None) is None:  # one process (OneDevice, Mirrored)
+        return resuming
+    state = json.loads(run.checkpoint_state.read_text(encoding="utf-8")) if resuming else {}
+    mine = [int(resuming), int(state.get("epochs_done", 0)), int(bool(state.get("stopped", False)))]
+    tf = _tf()
+    # in a tf.function: strategy.run used eagerly warns of its overhead
+    gather = tf.function(lambda: strategy.gather(strategy.run(lambda: tf.constant([mine], tf.int64)), axis=0),
+                         autograph=False)
+    found = {tuple(int(v) for v in row) for row in np.asarray(gather())}
+    if len(found) > 1:
+        epochs = sorted({epochs for _, epochs, _ in found})
+        raise BratsKerasError(f"the workers found different checkpoints to resume from (epochs done: {epochs}): "
+                              "--resume with several workers needs the run folder on a filesystem every worker sees")
+    return resuming
+
+
 # --- resumable training ------------------------------------------------------------------------
 class ResumableCheckpoint(keras.callbacks.Callback):
     """After every epoch: ``checkpoints/last.keras`` (model + optimizer), ``history.csv`` and
@@ -203,13 +284,10 @@ class ResumableCheckpoint(keras.callbacks.Callback):
         self.run = run
         self.history = history
         self.resumables = resumables
-        self.write = is_chief()
 
     def on_epoch_end(self, epoch, logs=None):
         for key, value in (logs or {}).items():
             self.history.setdefault(key, []).append(float(value))
-        if not self.write:
-            return
         with atomic_path(self.run.checkpoint_model, suffix=".keras") as tmp:
             self.model.save(tmp)
         write_history_csv(self.history, self.run.history)
@@ -286,12 +364,16 @@ def fit(
     extra line when a callback prints its own per-epoch row (paper 3's dwell table). The environment
     variable ``BRATS_KERAS_PROGRESS=bar|line|none`` forces the mode; an explicit ``verbose`` (as
     ``model.fit`` takes it) wins over both.
+
+    Under a multi-worker strategy every worker calls ``fit`` with its own folder (:func:`worker_run_dir`)
+    and resumes only from the same epoch as the others (:func:`agreed_resume`).
     """
     strategy = strategy or select_strategy("one")
     resumables = resumable_callbacks(callbacks)
     stopped = False
+    resuming = agreed_resume(strategy, run, resume)
     with strategy.scope():
-        if resume and run.has_checkpoint():
+        if resuming:
             model, initial_epoch, history, stopped = load_checkpoint(run, resumables)
         else:
             model, initial_epoch, history = build(), 0, {}

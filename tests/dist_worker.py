@@ -2,7 +2,8 @@
 
 Modes:
   mirrored      one training step with MirroredStrategy on two logical CPUs and with
-                OneDeviceStrategy on the same global batch; prints JSON with loss and weights.
+                OneDeviceStrategy on the same global batch; prints JSON with loss and weights, and the
+                rows predict_on_batch returns for 7 inputs from the mirrored model and its single-process copy.
   multiworker   a few steps under MultiWorkerMirroredStrategy (TF_CONFIG set by the caller).
   resume OUT N  train N epochs into run folder OUT with --resume semantics; with KILL_AFTER=k the
                 process kills itself (SIGKILL) after epoch k has been checkpointed.
@@ -66,11 +67,20 @@ def mirrored():
     one = select_strategy("one")
     loss_m, w_m = one_step(mirrored, init, x, y)
     loss_o, w_o = one_step(one, init, x, y)
+    from brats_keras.training import single_process_model
+
+    with mirrored.scope():
+        model = build()
+        model.set_weights([np.array(w, "float32") for w in w_m])
+    copy = single_process_model(model, mirrored)
+    copy_rows = copy.predict_on_batch(x[:7])
     print(json.dumps({"replicas": mirrored.num_replicas_in_sync, "global_batch": global_batch_size(16, mirrored),
                       "loss_mirrored": loss_m, "loss_one": loss_o,
                       "max_weight_diff": max(float(np.max(np.abs(np.array(a) - np.array(b)))) for a, b in zip(w_m, w_o)),
                       "max_weight_change": max(float(np.max(np.abs(np.array(a) - np.array(b))))
-                                               for a, b in zip(w_m, [w.tolist() for w in init]))}))
+                                               for a, b in zip(w_m, [w.tolist() for w in init])),
+                      "mirrored_predict_rows": len(model.predict_on_batch(x[:7])), "copy_predict_rows": len(copy_rows),
+                      "copy_max_diff": float(np.max(np.abs(copy_rows - np.asarray(model(x[:7], training=False)))))}))
 
 
 def multiworker():

@@ -52,6 +52,9 @@ def test_mirrored_on_two_cpus_equals_one_device():
     assert result["replicas"] == 2 and result["global_batch"] == 32
     assert result["loss_mirrored"] == pytest.approx(result["loss_one"], abs=1e-6)
     assert result["max_weight_diff"] < 1e-6 < result["max_weight_change"]  # the step did change the weights
+    # predict_on_batch of the mirrored model returns every replica's outputs (mirrored_predict_rows: 14 for 7
+    # inputs, TF 2.21 / Keras 3.12); the copy the runner scores (single_process_model) one row per input
+    assert result["copy_predict_rows"] == 7 and result["copy_max_diff"] < 1e-6
 
 
 def _free_port() -> int:
