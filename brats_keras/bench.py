@@ -37,27 +37,36 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
+import platform
 import resource
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from brats_keras.configs.base import JIT_COMPILE_CHOICES, TrainConfig, make_optimizer
-from brats_keras.configs.paper2 import paper2_loss, paper2_metrics
+from brats_keras.configs.base import (
+    JIT_COMPILE_CHOICES, ModelConfig, TrainConfig, make_loss, make_model, make_optimizer,
+)
+from brats_keras.configs.paper1 import paper1_config
+from brats_keras.configs.paper2 import paper2_config, paper2_loss, paper2_metrics
+from brats_keras.configs.paper3 import paper3_config
 from brats_keras.data.brats import CaseFiles, discover_cases
 from brats_keras.data.slices2d import SliceCache, SliceIndex, SliceSettings
 from brats_keras.data.volumes3d import REFERENCE_CROP, Preprocess3DSettings, VolumeIndex, preprocess_dataset_3d
 from brats_keras.data.synthetic import ensure_synthetic_dataset
-from brats_keras.errors import cli_errors
+from brats_keras.errors import BratsKerasError, cli_errors
 from brats_keras.export import export_model
+from brats_keras.flops import CONVENTION, count_flops
 from brats_keras.inference import InferenceSpec
 from brats_keras.io import atomic_write_json
 from brats_keras.models import create_model
+from brats_keras.precision import PRECISIONS, Precision, precision_scope, resolve_precision
 from brats_keras.predict import PredictSettings, predict_folder
 
 
@@ -261,6 +270,258 @@ def bench_train3d(models, batch_sizes, size: int, steps: int = 2, jit_compile: s
     return rows
 
 
+TRAIN_MODELS = {
+    "unet2d": paper1_config, "resunet2d": paper1_config, "u_resunet": paper1_config,  # paper 1
+    "unet3d_simple": paper2_config, "unet3d_modified": paper2_config,  # paper 2
+    "unet3d_spatial_attention": paper2_config,
+    "unet2d_multimodal": paper3_config,  # paper 3
+}
+"""``bench train``'s models and the experiment config each takes its settings, input channels and loss from."""
+MATMUL_SIZE = 2048
+"""Edge of the square matmul whose throughput is ``bench train``'s ceiling."""
+
+
+@dataclass(frozen=True)
+class TrainSetup:
+    """What ``bench train`` builds for one model: the experiment's model settings, optimiser and loss."""
+
+    model: ModelConfig
+    train: TrainConfig
+    input_shape: tuple[int, ...]
+    paper: str
+
+    @property
+    def sample(self) -> str:
+        return "slice" if len(self.input_shape) == 3 else "volume"
+
+
+def train_setup(name: str, size: int, filters: int | None = None) -> TrainSetup:
+    """``name``'s paper configuration at ``size`` (``BratsKerasError`` for an unknown model or a size its
+    depth cannot pool); ``filters`` replaces the paper's base filters (the tests' tiny models)."""
+    if name not in TRAIN_MODELS:
+        raise BratsKerasError(f"--models: {name!r} is not a model bench train knows; choose from "
+                              f"{', '.join(TRAIN_MODELS)}")
+    config = TRAIN_MODELS[name]()
+    model = config.models.get(name)
+    if model is None:  # resunet2d: the cascade's second stage on its own, with paper 1's classes and filters
+        base = config.models["unet2d"].options
+        model = ModelConfig(name, {"num_classes": base.num_classes, "filters": base.filters})
+    if filters:
+        model = ModelConfig(name, {**model.options.kwargs(), "filters": filters})
+    depth = model.options.depth
+    if size < 2**depth or size % 2**depth:
+        raise BratsKerasError(f"--size: {size} is not a multiple of {2**depth} ({name} pools {depth} times)")
+    data = config.data
+    if hasattr(data, "slices"):
+        shape = (size, size, data.slices.channels)
+    else:
+        shape = (size, size, size, len(data.preprocess.modalities))
+    return TrainSetup(model, config.train, shape, config.paper)
+
+
+def _device_name() -> str:
+    """``gpu: NVIDIA H100 80GB HBM3`` or ``cpu: AMD EPYC ... (2 cores)`` for the backend's first device."""
+    import keras
+
+    if keras.backend.backend() == "jax":
+        import jax
+
+        device = jax.devices()[0]
+        if device.platform != "cpu":
+            return f"{device.platform}: {device.device_kind}"
+    elif keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        gpus = tf.config.list_physical_devices("GPU")
+        if gpus:
+            return f"gpu: {tf.config.experimental.get_device_details(gpus[0]).get('device_name', gpus[0].name)}"
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                model = line.partition(":")[2].strip()
+                break
+    except OSError:
+        pass
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return f"cpu: {model} ({cores} cores)"
+
+
+def matmul_gflops(dtype: str, *, jit_compile: bool = True, n: int = MATMUL_SIZE, repeats: int = 5,
+                  min_batch_s: float = 0.1) -> tuple[float, str]:
+    """GFLOP/s (``2 n³`` per product) of a compiled ``n × n`` matmul in ``dtype`` on the backend's device:
+    JAX ``jax.jit``, TensorFlow ``tf.function`` (XLA when ``jit_compile``, as the train step), else
+    eager ``keras.ops.matmul``. The median over ``repeats`` batches of products, each batch long enough
+    (``min_batch_s``) that dispatch and the final synchronisation do not count. Returns the GFLOP/s and
+    how the product ran (``"jax.jit"``, ``"tf.function"``, ``"tf.function(jit_compile=True)"``, ...)."""
+    import keras
+
+    rng = np.random.default_rng(1)
+    a0, b0 = (rng.standard_normal((n, n)).astype("float32") for _ in range(2))
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+        import jax.numpy as jnp
+
+        a, b = jnp.asarray(a0, dtype=dtype), jnp.asarray(b0, dtype=dtype)
+        product, engine = jax.jit(jnp.matmul), "jax.jit"
+
+        def run(k: int) -> None:
+            for _ in range(k):
+                c = product(a, b)
+            c.block_until_ready()
+    elif backend == "tensorflow":
+        import tensorflow as tf
+
+        a, b = tf.cast(a0, dtype), tf.cast(b0, dtype)
+        product = tf.function(tf.linalg.matmul, jit_compile=bool(jit_compile))
+        engine = "tf.function(jit_compile=True)" if jit_compile else "tf.function"
+
+        def run(k: int) -> None:
+            for _ in range(k):
+                c = product(a, b)
+            c[0, 0].numpy()  # waits for the device
+    else:
+        ops = keras.ops
+        a, b = ops.cast(a0, dtype), ops.cast(b0, dtype)
+        engine = f"keras.ops.matmul ({backend}, eager)"
+
+        def run(k: int) -> None:
+            for _ in range(k):
+                c = ops.matmul(a, b)
+            ops.convert_to_numpy(c[0, 0])
+    run(2)  # compiles
+    t0 = time.perf_counter()
+    run(1)
+    per_batch = max(1, math.ceil(min_batch_s / max(time.perf_counter() - t0, 1e-6)))
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        run(per_batch)
+        times.append((time.perf_counter() - t0) / per_batch)
+    return 2 * n**3 / float(np.median(times)) / 1e9, engine
+
+
+def bench_train_one(model_name: str, batch_size: int, size: int, precision: str = "auto", steps: int = 3,
+                    warmup: int = 2, jit_compile="auto", filters: int | None = None) -> dict:
+    """One (model, batch size, precision) in this process: ``train_on_batch`` step time on fixed random
+    float32 inputs, peak memory, the forward FLOPs (:mod:`brats_keras.flops`) and the achieved share of
+    a same-dtype matmul's throughput measured right after."""
+    import keras
+
+    setup = train_setup(model_name, size, filters)
+    resolved = resolve_precision(precision)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    rng = np.random.default_rng(0)
+    num_classes = setup.model.options.num_classes
+    x = rng.uniform(size=(batch_size, *setup.input_shape)).astype("float32")
+    y = np.eye(num_classes, dtype="float32")[rng.integers(0, num_classes, size=(batch_size, *setup.input_shape[:-1]))]
+    keras.utils.set_random_seed(0)
+    with precision_scope(resolved.policy):
+        model = make_model(setup.model, input_shape=setup.input_shape)
+        flops = count_flops(model)
+        model.compile(optimizer=make_optimizer(setup.train), loss=make_loss(setup.train.loss), jit_compile=jit_compile)
+        times = []
+        for _ in range(warmup + steps):  # the first step traces / compiles
+            t0 = time.perf_counter()
+            model.train_on_batch(x, y)
+            times.append(time.perf_counter() - t0)
+    peak_host, peak_device = round(peak_rss_mb(), 1), _device_peak_mb()  # before the matmul's buffers
+    compute_dtype = model.dtype_policy.compute_dtype
+    ceiling, engine = matmul_gflops(compute_dtype, jit_compile=bool(model.jit_compile))
+    step = float(np.median(times[warmup:]))
+    train_flops = flops.train_step(batch_size)
+    achieved = train_flops / step / 1e9
+    return {"model": model_name, "paper": setup.paper, "batch_size": batch_size, "size": size,
+            "input_shape": list(setup.input_shape), "sample": setup.sample, "params": int(model.count_params()),
+            "backend": keras.backend.backend(), "device": _device_name(), "load_avg_1min": load,
+            **resolved.record(), "compute_dtype": compute_dtype,
+            "jit_compile": jit_compile, "jit_compile_used": bool(model.jit_compile),
+            "loss": setup.train.loss.name, "optimizer": setup.train.optimizer, "warmup_steps": warmup, "steps": steps,
+            "first_step_s": round(times[0], 3), "step_s": round(step, 4),
+            "step_s_min": round(min(times[warmup:]), 4), "step_s_max": round(max(times[warmup:]), 4),
+            "samples_per_s": round(batch_size / step, 2),
+            "forward_flop_per_sample": flops.forward, "train_flop_per_step": train_flops,
+            "forward_gflop_per_sample": round(flops.forward / 1e9, 3),
+            "train_gflop_per_step": round(train_flops / 1e9, 3), "uncounted_layers": flops.uncounted,
+            "achieved_gflops": round(achieved, 1),
+            "matmul_gflops": round(ceiling, 1), "matmul_dtype": compute_dtype, "matmul_size": MATMUL_SIZE,
+            "matmul_engine": engine,
+            "fraction_of_matmul": round(achieved / ceiling, 3),
+            "peak_host_mb": peak_host, "peak_device_mb": peak_device}
+
+
+def bench_train(models, batch_sizes, precisions, size: int, *, steps: int = 3, warmup: int = 2,
+                jit_compile: str = "auto", filters: int | None = None) -> list[dict]:
+    """Every (model, batch size, precision) in a fresh subprocess; one result dict each (or an ``error``)."""
+    rows = []
+    for model_name in models:
+        for batch in batch_sizes:
+            for precision in precisions:
+                cmd = [sys.executable, "-m", "brats_keras.bench", "train-one", "--model", model_name,
+                       "--batch-size", str(batch), "--size", str(size), "--precision", precision,
+                       "--steps", str(steps), "--warmup", str(warmup), "--jit-compile", jit_compile]
+                cmd += ["--filters", str(filters)] if filters else []
+                identity = {"model": model_name, "batch_size": batch, "size": size, "precision_requested": precision}
+                rows.append(_run_one(cmd, identity))
+    return rows
+
+
+def _print_train_table(rows: list[dict]) -> None:
+    """The rows as a Markdown table, then each distinct precision choice and the FLOP convention."""
+    head = ["model", "batch", "precision", "XLA", "s / step", "samples / s", "GFLOP / step", "GFLOP/s",
+            "matmul GFLOP/s", "of matmul", "peak MiB"]
+    print("| " + " | ".join(head) + " |")
+    print("|" + "---|" * len(head))
+    for r in rows:
+        if "error" in r:
+            print(f"| {r['model']} | {r['batch_size']} | {r.get('precision_requested')} | | error: {r['error']} |")
+            continue
+        peak = r["peak_device_mb"] if r["peak_device_mb"] is not None else r["peak_host_mb"]
+        cells = [r["model"], r["batch_size"], r["precision"], "yes" if r["jit_compile_used"] else "no",
+                 f"{r['step_s']:.3f}", f"{r['samples_per_s']:.1f} {r['sample']}s",
+                 f"{r['train_gflop_per_step']:.1f}", f"{r['achieved_gflops']:.0f}",
+                 f"{r['matmul_gflops']:.0f} ({r['matmul_dtype']})", f"{100 * r['fraction_of_matmul']:.0f} %",
+                 f"{peak:.0f} {'device' if r['peak_device_mb'] is not None else 'host'}"]
+        print("| " + " | ".join(str(c) for c in cells) + " |")
+    ok = [r for r in rows if "error" not in r]
+    for line in dict.fromkeys(Precision(r["precision"], r["precision_reason"], r["precision_requested"]).line()
+                              for r in ok):
+        print(line)
+    for r in {r["model"]: r for r in ok}.values():
+        print(f"{r['model']}: {r['forward_gflop_per_sample']} GFLOP forward per {r['sample']} "
+              f"{tuple(r['input_shape'])}, loss {r['loss']} (paper config), device {r['device']}")
+    print(CONVENTION)
+
+
+def _positive_ints(text: str, flag: str) -> list[int]:
+    values = []
+    for part in text.split(","):
+        if not part.strip().isdigit() or int(part) < 1:
+            raise BratsKerasError(f"{flag}: {part!r} is not a positive integer (a comma-separated list)")
+        values.append(int(part))
+    return values
+
+
+def _train_args(args) -> tuple[list[str], list[int], list[str]]:
+    """``bench train``'s flags checked before any model is built (``BratsKerasError`` on the first bad one)."""
+    models = [m.strip() for m in args.models.split(",")]
+    batch_sizes = _positive_ints(args.batch_sizes, "--batch-sizes")
+    precisions = [p.strip() for p in args.precision.split(",")]
+    for p in precisions:
+        if p not in PRECISIONS:
+            raise BratsKerasError(f"--precision: {p!r} is not one of {', '.join(PRECISIONS)}")
+    if args.steps < 1:
+        raise BratsKerasError(f"--steps: {args.steps} must be at least 1")
+    if args.warmup < 0:
+        raise BratsKerasError(f"--warmup: {args.warmup} must be at least 0")
+    if args.filters is not None and args.filters < 1:
+        raise BratsKerasError(f"--filters: {args.filters} must be at least 1")
+    for name in models:
+        train_setup(name, args.size, args.filters)  # unknown model, or a size it cannot pool
+    return models, batch_sizes, precisions
+
+
 INFERENCE_MODELS = {
     "2d": ("u_resunet", {"filters": 32}),  # paper 1's configuration (configs/paper1.py)
     "3d": ("unet3d_modified", {}),  # paper 2's modified U-Net (configs/paper2.py)
@@ -367,6 +628,29 @@ def main(argv=None) -> int:
     p.add_argument("--batch-size", type=int, required=True)
     p.add_argument("--size", type=int, required=True)
     p.add_argument("--steps", type=int, default=2)
+    p = sub.add_parser("train", help="2D and 3D paper models: s / step, GFLOP/s against a matmul, peak memory")
+    p.add_argument("--models", default="unet2d,u_resunet",
+                   help=f"comma-separated, from: {', '.join(TRAIN_MODELS)} (default unet2d,u_resunet)")
+    p.add_argument("--batch-sizes", default="16", help="comma-separated batch sizes (default 16)")
+    p.add_argument("--size", type=int, default=128,
+                   help="slice edge (2D) or crop edge (3D) in pixels / voxels (default 128, the papers')")
+    p.add_argument("--precision", default="auto",
+                   help=f"comma-separated, from: {', '.join(PRECISIONS)}; one row each (default auto)")
+    p.add_argument("--steps", type=int, default=3, help="timed training steps, their median reported (default 3)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps first (default 2; the first compiles)")
+    p.add_argument("--jit-compile", choices=tuple(JIT_COMPILE_CHOICES), default="auto",
+                   help="XLA for the train step: auto (Keras' rule: not on CPU), on, off")
+    p.add_argument("--filters", type=int, help=argparse.SUPPRESS)  # smaller models for the tests
+    p.add_argument("--json", help="also write the figures to this JSON file")
+    p = sub.add_parser("train-one", help=argparse.SUPPRESS)
+    p.add_argument("--model", required=True)
+    p.add_argument("--batch-size", type=int, required=True)
+    p.add_argument("--size", type=int, required=True)
+    p.add_argument("--precision", choices=PRECISIONS, default="auto")
+    p.add_argument("--steps", type=int, default=3)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--jit-compile", choices=tuple(JIT_COMPILE_CHOICES), default="auto")
+    p.add_argument("--filters", type=int)
     p = sub.add_parser("inference", help="seconds per full-size case and peak memory of predict (2D and 3D)")
     p.add_argument("--kinds", default="2d,3d", help="comma-separated: 2d (paper 1 U-ResUNet), 3d (paper 2 U-Net)")
     p.add_argument("--data-dir", help="BraTS-layout folder to predict (default: --cases synthetic full-size cases)")
@@ -389,6 +673,19 @@ def main(argv=None) -> int:
         row = bench_train3d_one(args.model, args.batch_size, args.size, args.steps, jit)
         print(json.dumps(row), flush=True)
         return 0
+    if args.command == "train-one":
+        row = bench_train_one(args.model, args.batch_size, args.size, args.precision, args.steps, args.warmup,
+                              JIT_COMPILE_CHOICES[args.jit_compile], args.filters)
+        print(json.dumps(row), flush=True)
+        return 0
+    if args.command == "train":
+        models, batch_sizes, precisions = _train_args(args)
+        rows = bench_train(models, batch_sizes, precisions, args.size, steps=args.steps, warmup=args.warmup,
+                           jit_compile=args.jit_compile, filters=args.filters)
+        _print_train_table(rows)
+        if args.json:
+            atomic_write_json(args.json, {"train": rows, "flop_convention": CONVENTION})
+        return 1 if any("error" in row for row in rows) else 0
     if args.command == "inference-one":
         row = bench_inference_one(args.kind, args.data_dir, overlap=args.overlap, image_size=args.image_size,
                                   filters=args.filters)

@@ -8,6 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from brats_keras import bench
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -49,3 +53,85 @@ def test_inference_reports_seconds_per_case_and_peak_memory_per_model_kind(synth
         assert row["peak_host_mb"] > 100 and row["peak_device_mb"] is None
     printed = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     assert printed == rows
+
+
+TRAIN_FIELDS = {"model", "batch_size", "size", "input_shape", "sample", "backend", "device", "precision",
+                "precision_requested", "precision_reason", "compute_dtype", "jit_compile_used", "loss",
+                "step_s", "samples_per_s", "forward_flop_per_sample", "train_flop_per_step",
+                "achieved_gflops", "matmul_gflops", "matmul_dtype", "fraction_of_matmul", "peak_host_mb",
+                "peak_device_mb", "uncounted_layers"}
+
+
+def _train(args, tmp_path, env=None):
+    out = tmp_path / "train.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "brats_keras.bench", "train", *args, "--steps", "1", "--warmup", "1",
+         "--filters", "2", "--json", str(out)],
+        cwd=REPO, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})}, capture_output=True, text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    data = json.loads(out.read_text())
+    assert [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")] == data["train"]
+    assert "training step = 3 x forward" in data["flop_convention"] and data["flop_convention"] in proc.stdout
+    return data["train"], proc.stdout
+
+
+def test_train_reports_step_time_flops_and_the_matmul_ceiling(tmp_path):
+    rows, stdout = _train(["--models", "unet2d", "--batch-sizes", "2", "--size", "32", "--precision", "auto"],
+                          tmp_path, {"KERAS_BACKEND": "tensorflow"})
+    (row,) = rows
+    assert TRAIN_FIELDS <= set(row)
+    assert row["model"] == "unet2d" and row["batch_size"] == 2 and row["input_shape"] == [32, 32, 2]
+    assert row["backend"] == "tensorflow" and row["sample"] == "slice"
+    assert row["loss"] == "categorical_crossentropy"  # paper 1's loss
+    assert row["step_s"] > 0 and row["samples_per_s"] > 0 and row["peak_host_mb"] > 100
+    assert row["train_flop_per_step"] == 3 * 2 * row["forward_flop_per_sample"] > 0
+    assert row["matmul_gflops"] > 0 and row["uncounted_layers"] == []
+    assert abs(row["fraction_of_matmul"] - row["achieved_gflops"] / row["matmul_gflops"]) < 0.01
+    assert row["matmul_dtype"] == row["compute_dtype"]
+    assert row["precision_requested"] == "auto" and row["precision"] in ("float32", "mixed_bfloat16")
+    assert row["compute_dtype"] == ("bfloat16" if row["precision"] == "mixed_bfloat16" else "float32")
+    assert f"precision: {row['precision']} (auto: {row['precision_reason']})" in stdout
+
+
+def test_train_runs_on_jax_without_tensorflow_one_row_per_precision(tmp_path):
+    """The GPU machine has JAX and no TensorFlow: every process of the benchmark must do without it."""
+    blocker = tmp_path / "blocker"
+    blocker.mkdir()
+    (blocker / "sitecustomize.py").write_text("import sys\nsys.modules['tensorflow'] = None  # import fails\n")
+    path = os.pathsep.join([str(blocker), str(REPO), os.environ.get("PYTHONPATH", "")])
+    # XLA's CPU optimisation passes cost ~1 s per initializer shape under load; timings are not asserted here
+    env = {"KERAS_BACKEND": "jax", "PYTHONPATH": path, "XLA_FLAGS": "--xla_backend_optimization_level=0"}
+    rows, _ = _train(["--models", "unet3d_simple", "--batch-sizes", "1", "--size", "16", "--precision",
+                      "auto,mixed_bfloat16"], tmp_path, env)
+    auto, bf16 = rows
+    for row in rows:
+        assert TRAIN_FIELDS <= set(row)
+        assert row["backend"] == "jax" and row["jit_compile_used"] is True and row["input_shape"] == [16, 16, 16, 3]
+        assert row["sample"] == "volume" and row["loss"] == "dice_focal"  # paper 2's loss
+        assert row["train_flop_per_step"] == 3 * row["forward_flop_per_sample"] > 0
+        assert row["matmul_engine"] == "jax.jit" and row["matmul_dtype"] == row["compute_dtype"]
+    assert auto["precision_requested"] == "auto"
+    if auto["device"].startswith("cpu"):  # JAX's CPU kernels have no native bfloat16: auto is float32 there
+        assert auto["precision"] == "float32" and auto["peak_device_mb"] is None
+    assert bf16["precision"] == bf16["precision_requested"] == "mixed_bfloat16" and bf16["compute_dtype"] == "bfloat16"
+    assert auto["forward_flop_per_sample"] == bf16["forward_flop_per_sample"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--models", "unet2d,no_such_model"], "--models: 'no_such_model' is not a model bench train knows"),
+    (["--precision", "float32,float64"], "--precision: 'float64' is not one of auto, float32, mixed_bfloat16"),
+    (["--batch-sizes", "2,0"], "--batch-sizes: '0' is not a positive integer"),
+    (["--size", "40"], "--size: 40 is not a multiple of 16"),
+    (["--steps", "0"], "--steps: 0 must be at least 1"),
+])
+def test_train_checks_its_flags_before_building_any_model(args, message, monkeypatch, capsys):
+    def no_model(*args, **kwargs):
+        raise AssertionError("a model was built before the flags were checked")
+
+    monkeypatch.setattr(bench, "bench_train", no_model)
+    monkeypatch.setattr(bench, "make_model", no_model)
+    assert bench.main(["train", *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {message}"), err
