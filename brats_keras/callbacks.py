@@ -32,6 +32,9 @@ import keras
 import numpy as np
 
 from brats_keras.progress import progress_mode
+from brats_keras.runtime import tensorflow_import_error
+
+_tensorboard_skip_said = False
 
 
 def get_learning_rate(model: keras.Model) -> float:
@@ -491,3 +494,26 @@ def early_stopping_record(callbacks) -> dict[str, Any] | None:
         return None
     return {"monitor": stopper.monitor, "patience": stopper.patience, "best_epoch": stopper.best_epoch + 1,
             "stopped_at": stopper.stopped_epoch + 1 if stopper.stopped_epoch else None}
+
+
+def tensorboard_callback(log_dir) -> keras.callbacks.Callback | None:
+    """``keras.callbacks.TensorBoard`` writing to ``log_dir``, or ``None`` where it cannot write.
+
+    Keras' TensorBoard callback writes its event files through ``tf.summary`` on every backend, so it
+    needs TensorFlow and the ``tensorboard`` package. Where either is not importable (the JAX backend
+    installed without TensorFlow) there are no ``logs/`` and one line, printed once per process, says
+    why; ``history.csv`` holds the same per-epoch values."""
+    global _tensorboard_skip_said
+    error = tensorflow_import_error()
+    if error is None:
+        try:
+            import tensorboard  # noqa: F401
+        except ImportError as exc:
+            error = f"{type(exc).__name__}: {exc}"
+    if error is None:
+        return keras.callbacks.TensorBoard(log_dir=str(log_dir), write_graph=False)
+    if not _tensorboard_skip_said:
+        print(f"logs: TensorBoard logs skipped: keras.callbacks.TensorBoard writes through TensorFlow and "
+              f"tensorboard ({error}); history.csv has the per-epoch values", flush=True)
+        _tensorboard_skip_said = True
+    return None

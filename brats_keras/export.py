@@ -11,6 +11,11 @@ with), the export records it three times, so whichever file a user copies keeps 
 beside the model, an entry of the same name inside the ``.keras`` zip archive (Keras ignores entries
 it does not know), and ``saved_model/inference.json``. :func:`find_inference_spec` reads it back,
 falling back to the run's ``config.json`` for models exported before it existed.
+
+The SavedModel needs TensorFlow, on any backend (JAX exports through ``jax2tf``). Where TensorFlow is
+not importable (JAX installed without it), ``model.keras`` is written and checked as always and the
+SavedModel is skipped with one printed line; ``inference.json`` and the run's ``results.json`` record
+the reason (``saved_model_skipped``).
 """
 
 from __future__ import annotations
@@ -27,20 +32,24 @@ from brats_keras.errors import BratsKerasError
 from brats_keras.inference import INFERENCE_FILE, InferenceSpec
 from brats_keras.io import atomic_dir, atomic_path, atomic_write_json
 from brats_keras.precision import rebuild_in_precision
+from brats_keras.runtime import tensorflow_import_error
 
 
 def _spec_text(spec: InferenceSpec) -> str:
     return json.dumps(spec.to_json(), indent=2) + "\n"
 
 
-def save_keras(model: keras.Model, path: str | Path, spec: InferenceSpec | None = None) -> Path:
-    """``model.save`` atomically; with ``spec``, ``inference.json`` is added to the archive."""
+def save_keras(model: keras.Model, path: str | Path, spec: InferenceSpec | None = None,
+               record: dict | None = None) -> Path:
+    """``model.save`` atomically; with ``spec``, ``inference.json`` is added to the archive (``record``:
+    that file's content, the spec's JSON with export notes)."""
     path = Path(path)
     with atomic_path(path, suffix=".keras") as tmp:
         model.save(tmp)
         if spec is not None:
             with zipfile.ZipFile(tmp, "a") as archive:
-                archive.writestr(INFERENCE_FILE, _spec_text(spec))
+                archive.writestr(INFERENCE_FILE, _spec_text(spec) if record is None
+                                 else json.dumps(record, indent=2) + "\n")
     return path
 
 
@@ -55,24 +64,44 @@ def export_saved_model(model: keras.Model, path: str | Path, spec: InferenceSpec
     return path
 
 
+def saved_model_skip_reason() -> str | None:
+    """Why a SavedModel cannot be written in this environment (TensorFlow not importable), or ``None``."""
+    error = tensorflow_import_error()
+    if error is None:
+        return None
+    return f"TensorFlow is not importable ({error}); the SavedModel export needs it, model.keras does not"
+
+
 def export_model(model: keras.Model, keras_path: str | Path, saved_model_path: str | Path | None,
                  spec: InferenceSpec | None = None) -> dict[str, str]:
     """Write ``model.keras``, (when ``saved_model_path`` is given) ``saved_model/`` and (with
-    ``spec``) ``inference.json`` beside ``model.keras``."""
-    out = {"keras": str(save_keras(model, keras_path, spec))}
+    ``spec``) ``inference.json`` beside ``model.keras``.
+
+    When TensorFlow is not importable (the JAX backend installed without it) the SavedModel is skipped
+    with one printed line; the returned ``saved_model_skipped`` and ``inference.json`` (beside the
+    model and inside it) say why."""
+    skipped = saved_model_skip_reason() if saved_model_path is not None else None
+    if skipped is not None:
+        print(f"export: saved_model/ skipped: {skipped}", flush=True)
+        saved_model_path = None
+    record = None if spec is None else {**spec.to_json(), **({"saved_model_skipped": skipped} if skipped else {})}
+    out = {"keras": str(save_keras(model, keras_path, spec, record))}
     if saved_model_path is not None:
         out["saved_model"] = str(export_saved_model(model, saved_model_path, spec))
-    if spec is not None:
+    if record is not None:
         sidecar = Path(keras_path).with_name(INFERENCE_FILE)
-        atomic_write_json(sidecar, spec.to_json())
+        atomic_write_json(sidecar, record)
         out["inference_spec"] = str(sidecar)
+    if skipped is not None:
+        out["saved_model_skipped"] = skipped
     return out
 
 
 def export_checked(model: keras.Model, keras_path: str | Path, saved_model_path: str | Path | None,
                    sample: np.ndarray, spec: InferenceSpec | None = None) -> dict:
     """:func:`export_model`, then :func:`check_exports` on ``sample``:
-    ``{"exports": {...paths}, "export_max_abs_diff": {...}}`` for a run's ``results.json``."""
+    ``{"exports": {...paths}, "export_max_abs_diff": {...}}`` for a run's ``results.json``
+    (``exports["saved_model_skipped"]``: why there is no SavedModel, when TensorFlow is not importable)."""
     exports = export_model(model, keras_path, saved_model_path, spec)
     return {"exports": exports,
             "export_max_abs_diff": check_exports(model, sample, exports["keras"], exports.get("saved_model"))}

@@ -172,3 +172,16 @@ def quiet_tensorflow_startup() -> bool:
         return False
     sys.meta_path.insert(0, _QuietTensorFlowImport())
     return True
+
+
+def tensorflow_import_error() -> str | None:
+    """``None`` when ``import tensorflow`` works here (it is then imported: the caller uses it next), else
+    why not, as one line (``"ModuleNotFoundError: No module named 'tensorflow'"``).
+
+    For what needs TensorFlow on any backend (SavedModel export, TensorBoard logs): on JAX without
+    TensorFlow installed it is skipped with this reason, not failed (docs/dependencies.md)."""
+    try:
+        import tensorflow  # noqa: F401
+    except ImportError as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None

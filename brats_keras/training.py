@@ -5,7 +5,9 @@
   pipeline with :func:`global_batch_size` — Keras splits each global batch across the replicas and
   scales the loss so the update equals the single-device update on the same batch. Under a
   multi-worker cluster every worker writes to :func:`worker_run_dir` (the run itself on the chief, a
-  temporary folder elsewhere) and scores a :func:`single_process_model` (docs/distributed.md).
+  temporary folder elsewhere) and scores a :func:`single_process_model` (docs/distributed.md). On the
+  JAX backend it returns a :class:`KerasDistributionStrategy` with the same ``scope()`` and
+  ``num_replicas_in_sync``, over ``keras.distribution.DataParallel`` when several devices are visible.
 * :class:`RunDir` is the run folder of DESIGN.md (``config.json``, ``split.json``, ``history.csv``,
   ``results.json``, ``table.md``, ``plots/``, ``model.keras``, ``saved_model/``, ``logs/``) plus
   ``checkpoints/`` for ``--resume``.
@@ -16,11 +18,13 @@
   progress bar on a terminal, one plain line per epoch otherwise (``BRATS_KERAS_PROGRESS`` forces
   ``bar``, ``line`` or ``none``; docs/engine.md, "Logs").
 
-This module is TensorFlow-specific (tf.distribute); models, layers, losses and metrics are not.
+TensorFlow is imported only on the TensorFlow backend (tf.distribute) and for TensorBoard logs when it
+is importable; models, layers, losses and metrics never need it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -34,7 +38,7 @@ from typing import Any, Callable, Iterator, Sequence
 import keras
 import numpy as np
 
-from brats_keras.callbacks import fit_progress
+from brats_keras.callbacks import fit_progress, tensorboard_callback
 from brats_keras.errors import BratsKerasError
 from brats_keras.export import load_model
 from brats_keras.io import atomic_path, atomic_write_json, read_history_csv, write_history_csv
@@ -57,16 +61,73 @@ def _cluster_workers() -> int:
     return len(config.get("cluster", {}).get("worker", []))
 
 
+class KerasDistributionStrategy:
+    """What the runner and :func:`fit` use of a ``tf.distribute.Strategy`` (``scope()``,
+    ``num_replicas_in_sync``), for the JAX and PyTorch backends, over ``keras.distribution``.
+
+    ``distribution`` is the ``keras.distribution.DataParallel`` set for the whole process
+    (``keras.distribution.set_distribution``: ``fit``, ``evaluate`` and ``predict`` read it from there and
+    shard every batch over ``devices``), or ``None`` for one device. ``scope()`` enters it, so a model
+    built inside gets its variables laid out (replicated) by it.
+    """
+
+    def __init__(self, devices: Sequence[str], distribution=None):
+        self.devices = list(devices)
+        self.distribution = distribution
+
+    @property
+    def num_replicas_in_sync(self) -> int:
+        return len(self.devices) if self.distribution is not None else 1
+
+    def scope(self):
+        return self.distribution.scope() if self.distribution is not None else contextlib.nullcontext()
+
+    def __repr__(self) -> str:
+        kind = type(self.distribution).__name__ if self.distribution is not None else "one device"
+        return f"KerasDistributionStrategy({kind}, devices={self.devices})"
+
+
+def _keras_distribution_strategy(name: str) -> KerasDistributionStrategy:
+    """:func:`select_strategy` on a backend other than TensorFlow."""
+    backend = keras.backend.backend()
+    if name == "multiworker" or (name == "auto" and _cluster_workers() > 1):
+        raise BratsKerasError(f"strategy 'multiworker' is tf.distribute's (TF_CONFIG) and needs KERAS_BACKEND="
+                              f"tensorflow; on {backend} use one machine's devices (--strategy auto, one or mirrored)")
+    if backend != "jax":
+        if name == "mirrored":
+            raise BratsKerasError(f"strategy 'mirrored' on the {backend} backend: keras.distribution.DataParallel "
+                                  "runs on JAX only; use --strategy one")
+        return KerasDistributionStrategy(["default"], None)
+    devices = keras.distribution.list_devices()
+    if name == "auto":
+        name = "mirrored" if len(devices) > 1 else "one"
+    if name == "one":
+        keras.distribution.set_distribution(None)
+        return KerasDistributionStrategy(devices[:1], None)
+    distribution = keras.distribution.DataParallel(devices=devices)
+    keras.distribution.set_distribution(distribution)
+    print(f"strategy: keras.distribution.DataParallel over {len(devices)} devices ({', '.join(devices)})", flush=True)
+    return KerasDistributionStrategy(devices, distribution)
+
+
 def select_strategy(name: str = "auto"):
-    """A ``tf.distribute.Strategy``.
+    """A ``tf.distribute.Strategy`` (TensorFlow backend) or a :class:`KerasDistributionStrategy` (others).
 
     ``one``: ``OneDeviceStrategy`` on the first GPU, else the CPU. ``mirrored``: ``MirroredStrategy``
     over all local GPUs (or all logical CPUs when there is no GPU). ``multiworker``:
     ``MultiWorkerMirroredStrategy`` configured from ``TF_CONFIG``. ``auto``: multiworker when
     ``TF_CONFIG`` names more than one worker, mirrored with more than one GPU, else one.
+
+    On JAX: ``one`` is the first device without a distribution; ``mirrored`` sets
+    ``keras.distribution.DataParallel`` over every visible device (``jax.devices()``: the GPUs, or
+    the CPU devices ``XLA_FLAGS=--xla_force_host_platform_device_count=N`` makes); ``auto`` is
+    mirrored with more than one device, else one; ``multiworker`` (and ``auto`` with a ``TF_CONFIG``
+    cluster) is an error, as ``TF_CONFIG`` configures tf.distribute only.
     """
     if name not in STRATEGIES:
         raise ValueError(f"strategy: {name!r} not in {STRATEGIES}")
+    if keras.backend.backend() != "tensorflow":
+        return _keras_distribution_strategy(name)
     tf = _tf()
     if name == "auto":
         # physical (not logical) devices: querying logical ones would start the runtime, after
@@ -114,8 +175,10 @@ def inference_without_xla_on_cpu(model: keras.Model) -> keras.Model:
 
     A model compiled with ``jit_compile=True`` for its training memory (paper 2 at 128³) predicts
     about 5× slower under XLA on a CPU (docs/paper2.md), while inference alone needs no such memory
-    saving. On a GPU the model is left as compiled. Returns ``model``.
+    saving. On a GPU, and on other backends than TensorFlow, the model is left as compiled. Returns ``model``.
     """
+    if keras.backend.backend() != "tensorflow":  # JAX always compiles; jit_compile=False would run eagerly
+        return model
     tf = _tf()
     if model.jit_compile and not tf.config.list_physical_devices("GPU"):
         model.jit_compile = False
@@ -356,7 +419,8 @@ def fit(
     its optimizer state are loaded instead and training continues at the next epoch; callbacks with
     ``state()``/``load_state()`` get their state back. A run whose callbacks had stopped it (early
     stopping) is finished, not continued. Returns the model and the full history (every epoch
-    once, resumed or not).
+    once, resumed or not). ``tensorboard``: TensorBoard logs in ``logs/``
+    (:func:`~brats_keras.callbacks.tensorboard_callback`: skipped, with one line, without TensorFlow).
 
     ``verbose=None`` (the default) chooses the progress output: Keras' progress bar when standard
     output is a terminal; otherwise no bar and one flushed plain line per epoch (epoch i/N, every log
@@ -384,8 +448,8 @@ def fit(
         return model, history
     verbose, progress = fit_progress(callbacks, verbose)
     all_callbacks = progress + list(callbacks) + [ResumableCheckpoint(run, history, resumables)]
-    if tensorboard:
-        all_callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run.logs), write_graph=False))
+    if tensorboard and (board := tensorboard_callback(run.logs)) is not None:
+        all_callbacks.append(board)
     model.fit(
         train_data,
         validation_data=validation_data,

@@ -24,7 +24,7 @@ from brats_keras.callbacks import EpochTable
 from brats_keras.configs.base import make_compiled_model
 from brats_keras.configs.paper1 import EXPERIMENT, MODELS, MOVED_PATHS, TABLE_6_1, paper1_config
 from brats_keras.data.brats import discover_cases
-from brats_keras.data.pipeline import make_dataset
+from brats_keras.data.inputs import input_dataset
 from brats_keras.data.slices2d import SliceCache, SliceIndex
 from brats_keras.data.synthetic import ensure_synthetic_dataset
 from brats_keras.inference import InferenceSpec
@@ -58,8 +58,8 @@ class Paper1(Experiment):
                                     data_dir=str(ctx.dirs["data"]))
         cache = SliceCache(c.data.slices)
         d.index = {part: SliceIndex(cache.ensure([cases[i] for i in d.split[part]])) for part in ("train", "val", "test")}
-        d.train = make_dataset(d.index["train"], batch_size=ctx.batch(), shuffle=True, seed=c.train.seed)
-        d.val, d.test = (make_dataset(d.index[part], batch_size=ctx.batch()) for part in ("val", "test"))
+        d.train = input_dataset(d.index["train"], batch_size=ctx.batch(), shuffle=True, seed=c.train.seed)
+        d.val, d.test = (input_dataset(d.index[part], batch_size=ctx.batch()) for part in ("val", "test"))
         d.test_files = [cases[i] for i in d.split["test"]][: c.data.max_eval_cases or None]
         ctx.results["eval_slices"] = window_text(c.data.slices, c.data.eval_slices)
         print(f"patients: {len(d.split['train'])} train / {len(d.split['val'])} val / {len(d.split['test'])} test; "

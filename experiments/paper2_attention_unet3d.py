@@ -25,7 +25,7 @@ import numpy as np
 from brats_keras.bench import peak_rss_mb
 from brats_keras.configs.base import make_compiled_model
 from brats_keras.configs.paper2 import EXPERIMENT, MODELS, paper2_config
-from brats_keras.data.pipeline import make_dataset
+from brats_keras.data.inputs import input_dataset
 from brats_keras.io import default_cache_dir
 from brats_keras.data.synthetic import ensure_synthetic_dataset
 from brats_keras.data.volumes3d import SCALINGS, VolumeIndex, parse_crop
@@ -96,8 +96,8 @@ class Paper2(Experiment):
             test_cache, _ = preprocessed(ctx.dirs["test-2021"], c.data.test_preprocess(), cache_root, "test-2021",
                                          d.files)
             d.cohorts["test-2021"] = VolumeIndex(test_cache)
-        d.train = make_dataset(d.cohorts["train-2020"], batch_size=ctx.batch(), shuffle=True, seed=c.train.seed)
-        d.val = make_dataset(d.cohorts["val-2020"], batch_size=ctx.batch())
+        d.train = input_dataset(d.cohorts["train-2020"], batch_size=ctx.batch(), shuffle=True, seed=c.train.seed)
+        d.val = input_dataset(d.cohorts["val-2020"], batch_size=ctx.batch())
         ctx.results["preprocessed"] = {"train-2020": str(train_cache), "test-2021": test_cache and str(test_cache),
                                        "skipped": len(manifest["skipped"])}
         print(f"patients: {len(split['train'])} train / {len(split['val'])} val (BraTS 2020 layout), "

@@ -28,7 +28,7 @@ from brats_keras.cli import positive_int
 from brats_keras.configs.base import make_compiled_model
 from brats_keras.configs.paper3 import EXPERIMENT, MODEL, VARIANT_TITLES, VARIANTS, paper3_config
 from brats_keras.data.brats import discover_cases
-from brats_keras.data.pipeline import make_dataset
+from brats_keras.data.inputs import input_dataset
 from brats_keras.data.slices2d import SliceCache, SliceIndex
 from brats_keras.data.synthetic import ensure_synthetic_dataset
 from brats_keras.errors import BratsKerasError
@@ -93,13 +93,13 @@ class Paper3(Experiment):
             index = {part: SliceIndex(cache.ensure([cases[i] for i in d.split[part]])) for part in ("train", "val", "test")}
             print(f"patients: {len(d.split['train'])} train / {len(d.split['val'])} val / {len(d.split['test'])} test; "
                   f"slices: {len(index['train'])} / {len(index['val'])} / {len(index['test'])}", flush=True)
-            test_ds = make_dataset(index["test"], batch_size=ctx.batch())
+            test_ds = input_dataset(index["test"], batch_size=ctx.batch())
             dwell = DwellLearningRate(**c.train.dwell.callback_kwargs())
             yield ModelRun(
                 key=variant, title=f"U-Net {VARIANT_TITLES[variant]}",
                 build=lambda slices=slices: self.build(ctx, slices),
-                train=make_dataset(index["train"], batch_size=ctx.batch(), shuffle=True, seed=c.train.seed),
-                validation=make_dataset(index["val"], batch_size=ctx.batch()), callbacks=[dwell],
+                train=input_dataset(index["train"], batch_size=ctx.batch(), shuffle=True, seed=c.train.seed),
+                validation=input_dataset(index["val"], batch_size=ctx.batch()), callbacks=[dwell],
                 score=lambda model, history, v=variant, s=slices, t=test_ds, dw=dwell: self.score(ctx, v, s, t, dw,
                                                                                                 model, history),
                 sample=lambda index=index: index["test"].gather(np.arange(min(2, len(index["test"]))))[0],

@@ -9,7 +9,7 @@ the four models of the paper's Table 3 — U-Net, Attention U-Net, Res Attention
 LSTM enhancer + EfficientNetB0 attention U-Net — plus the proposed network without its LSTM stage
 (the ablation). Every model: Table 1's settings (24 filters, Leaky-ReLU, max-pool 3 / stride 2,
 dropout 0.5, batch 8), AdamW at 1e-4 with ReduceLROnPlateau, Dice + focal loss, augmentation
-(rotation, flips, zoom, elastic) in the tf.data pipeline. The LSTM stage is first pre-trained as a
+(rotation, flips, zoom, elastic) in the input pipeline. The LSTM stage is first pre-trained as a
 denoiser (RMSprop, noise-corrupted training images), then fine-tuned end to end with the U-Net.
 
 Writes to the run folder: config.json, split.json (patient IDs), table.md (Table 3 with the paper's
@@ -35,7 +35,7 @@ from brats_keras.data.figshare import (
     FigshareCache, FigshareIndex, discover_figshare, ensure_synthetic_figshare, patient_tumour_types, read_figshare_mat,
     read_figshare_metas,
 )
-from brats_keras.data.pipeline import make_dataset
+from brats_keras.data.inputs import input_dataset
 from brats_keras.errors import DataError
 from brats_keras.models.common import ENCODER_WEIGHTS_FLAG
 from brats_keras.models.paper4 import enhancer_of, resolve_encoder_weights
@@ -88,9 +88,9 @@ class Paper4(Experiment):
         cache = FigshareCache(size=c.data.size, normalization=c.data.normalization)
         d.index = {part: FigshareIndex(cache.ensure(paths)) for part, paths in parts.items()}
         augment = None if o["no_augment"] or not c.data.augment.enabled else c.data.augment
-        d.train = make_dataset(d.index["train"], batch_size=ctx.batch(), shuffle=True, seed=c.train.seed,
+        d.train = input_dataset(d.index["train"], batch_size=ctx.batch(), shuffle=True, seed=c.train.seed,
                                augment=augment)
-        d.val = make_dataset(d.index["val"], batch_size=ctx.batch()) if len(d.index["val"]) else None
+        d.val = input_dataset(d.index["val"], batch_size=ctx.batch()) if len(d.index["val"]) else None
         d.test_images, d.test_masks = all_items(d.index["test"])
         d.source_masks = [read_figshare_mat(path).mask for path in d.index["test"].paths]  # scored at their own size
         print(f"patients: {len(split['train'])} train / {len(split['val'])} val / {len(split['test'])} test; slices: "

@@ -26,7 +26,7 @@ from brats_keras.configs.base import make_compiled_model
 from brats_keras.configs.paper5 import EXPERIMENT, MOVED_PATHS, TASKS, paper5_config
 from brats_keras.data.brain_mri import ensure_synthetic_brain_mri
 from brats_keras.data.lgg import ensure_synthetic_lgg
-from brats_keras.data.pipeline import make_dataset
+from brats_keras.data.inputs import input_dataset
 from brats_keras.models.common import ENCODER_WEIGHTS_FLAG, resolve_imagenet_weights
 from brats_keras.models.paper5 import conv_layer_counts
 from brats_keras.papers.paper5 import (
@@ -90,7 +90,7 @@ class Paper5(Experiment):
         c, d, settings = ctx.config, ctx.data, ctx.config.data.classify
         index, data = classification_data(ctx.run, ctx.resume, ctx.dirs["classify"], settings, c.train.seed, d.splits)
         augment = None if ctx.option["no_augment"] else settings.augment
-        test_ds = make_dataset(index["test"], batch_size=ctx.batch())
+        test_ds = input_dataset(index["test"], batch_size=ctx.batch())
         weights = resolve_imagenet_weights(ENCODER_WEIGHTS_FLAG[ctx.option["encoder_weights"]], "b1")  # warns if absent
         callbacks = stop_callbacks(c.train.stop, mode="max")
 
@@ -111,8 +111,9 @@ class Paper5(Experiment):
 
         return ModelRun(
             key="classifier", title="Classifier: EfficientNetB1 + GAP + Dense 512 + Dense 4", build=build,
-            train=make_dataset(index["train"], batch_size=ctx.batch(), shuffle=True, seed=c.train.seed, augment=augment),
-            validation=make_dataset(index["val"], batch_size=ctx.batch()), callbacks=callbacks, score=score,
+            train=input_dataset(index["train"], batch_size=ctx.batch(), shuffle=True, seed=c.train.seed,
+                                augment=augment),
+            validation=input_dataset(index["val"], batch_size=ctx.batch()), callbacks=callbacks, score=score,
             sample=lambda: index["test"].gather(np.arange(min(2, len(index["test"]))))[0],
             summary=lambda e: f"classifier: test accuracy {100 * e['accuracy']:.2f} % on {len(index['test'])} images")
 
@@ -122,8 +123,8 @@ class Paper5(Experiment):
         slices, split, index, data = segmentation_data(ctx.run, ctx.resume, ctx.dirs["segment"], settings,
                                                        c.train.seed, d.splits)
         augment = None if ctx.option["no_augment"] else settings.augment
-        val_ds = make_dataset(index["val"], batch_size=ctx.batch(train.batch_size)) if len(index["val"]) else None
-        test_ds = make_dataset(index["test"], batch_size=ctx.batch(train.batch_size))
+        val_ds = input_dataset(index["val"], batch_size=ctx.batch(train.batch_size)) if len(index["val"]) else None
+        test_ds = input_dataset(index["test"], batch_size=ctx.batch(train.batch_size))
         callbacks = stop_callbacks(train.stop, mode="min") if val_ds is not None else []  # they watch val_loss
 
         def build() -> keras.Model:
@@ -140,7 +141,7 @@ class Paper5(Experiment):
         bottleneck = c.models["segmenter"].options.filters * 2 ** 4  # four poolings (§4.2)
         return ModelRun(
             key="segmenter", title=f"Segmenter: residual U-Net ({bottleneck}-filter bottleneck, sigmoid)", build=build,
-            train=make_dataset(index["train"], batch_size=ctx.batch(train.batch_size), shuffle=True, seed=c.train.seed,
+            train=input_dataset(index["train"], batch_size=ctx.batch(train.batch_size), shuffle=True, seed=c.train.seed,
                                augment=augment),
             validation=val_ds, epochs=train.epochs, callbacks=callbacks, score=score,
             sample=lambda: index["test"].gather(np.arange(min(2, len(index["test"]))))[0],

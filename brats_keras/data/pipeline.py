@@ -3,26 +3,17 @@
 ``Dataset.range(N) → shuffle (seeded, reshuffled each epoch) → batch → gather → [augment] → one-hot
 (parallel) → prefetch``. Shuffling touches only integer indices, so memory is bounded by a few batches
 whatever the dataset size; the arrays themselves stay memory-mapped on disk.
+
+The experiments reach it through :func:`brats_keras.data.inputs.input_dataset`, which picks it on the
+TensorFlow backend and :class:`~brats_keras.data.pydataset.IndexPyDataset` on the others.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
-
-import numpy as np
 import tensorflow as tf
 
 from brats_keras.data.augment import AugmentSettings, augment_batch, augment_images, augment_seeds, check_augment
-
-
-class ArrayIndex(Protocol):
-    num_classes: int
-    x_shape: tuple[int, ...]
-    y_shape: tuple[int, ...]
-
-    def __len__(self) -> int: ...
-
-    def gather(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
+from brats_keras.data.inputs import ArrayIndex  # noqa: F401  (its home before data.inputs; TF-free there)
 
 
 def make_dataset(
