@@ -36,8 +36,9 @@ The runner owns everything else, in this order:
    global batch: ``ctx.batch()``).
 5. **Models.** For each :class:`ModelRun` of :meth:`Experiment.models`: ``training.fit`` (resumable, in
    the strategy's scope), then on a single-process copy of the model
-   (:func:`~brats_keras.training.single_process_model`) the paper's ``score``, the exports (``model.keras``, ``saved_model/``,
-   ``inference.json``) with their reload check, timing and parameter count into ``results.json``.
+   (:func:`~brats_keras.training.single_process_model`) the paper's ``score``, the exports
+   (``model.keras``, ``saved_model/``, ``inference.json``) with their reload check, timing and
+   parameter count into ``results.json``.
 6. **Report.** :meth:`Experiment.figures`, ``table.md`` (:meth:`Experiment.tables`) and
    ``results.json``, written atomically, and the synthetic warning.
 """
