@@ -2,6 +2,8 @@
 
     python -m brats_keras.bench pipeline --data-dir DIR [--json PATH]
     python -m brats_keras.bench train3d [--models ...] [--batch-sizes 1,2] [--size 128] [--json PATH]
+    python -m brats_keras.bench train [--models unet2d,u_resunet] [--batch-sizes 16] [--size 128]
+        [--precision auto,float32,mixed_bfloat16,mixed_float16] [--jit-compile auto|on|off] [--json PATH]
     python -m brats_keras.bench inference [--kinds 2d,3d] [--cases 3] [--overlap 0.5] [--json PATH]
 
 ``pipeline`` measures, on the same BraTS-layout folder:
@@ -23,6 +25,21 @@ accuracy, IoU) on random 128³ × 3 volumes: seconds per training step (median a
 seconds per forward pass, and peak memory per (model, batch size). Each configuration runs in its
 own process, so peak host memory (``ru_maxrss``) is that configuration's alone; on a GPU the device's
 peak is read from the backend (JAX ``memory_stats``, TensorFlow ``get_memory_info``).
+
+``train`` measures the 2D and 3D paper models (:data:`TRAIN_MODELS`: papers 1, 2 and 3) as their
+experiment builds them (the config's model settings, input channels, optimiser and loss; no metrics)
+for every (model, batch size, precision), each in its own process (fresh Keras state, that
+configuration's own peak memory): the median seconds per ``train_on_batch`` over ``--steps`` steps
+after ``--warmup`` untimed ones, on fixed random float32 inputs; slices/s or volumes/s; peak memory
+(host ``ru_maxrss`` in MiB; on a GPU the device's peak from JAX ``memory_stats`` or TensorFlow
+``get_memory_info``); the forward FLOPs per sample counted analytically by :mod:`brats_keras.flops`
+(2 × the multiply-accumulates of the convolutions, transposed convolutions and dense layers), the
+FLOPs of a training step taken as 3 × forward × batch, the GFLOP/s this achieves, and its fraction of
+a compiled 2048 × 2048 matmul in the policy's compute dtype (float32, bfloat16 or float16), measured
+in the same process before and after the steps (the better of the two). ``--precision auto`` is
+resolved by :func:`brats_keras.precision.resolve_precision` in the child, which records the policy
+and the reason. Runs under ``KERAS_BACKEND=jax`` without TensorFlow installed (TensorFlow is imported
+only in TensorFlow-backend branches).
 
 ``inference`` runs ``python -m brats_keras predict``'s code (:func:`brats_keras.predict.predict_folder`)
 on full-size 240×240×155 synthetic cases, for paper 1's U-ResUNet (2D, 128² slices, filters 32) and
@@ -406,7 +423,9 @@ def bench_train_one(model_name: str, batch_size: int, size: int, precision: str 
                     warmup: int = 2, jit_compile="auto", filters: int | None = None) -> dict:
     """One (model, batch size, precision) in this process: ``train_on_batch`` step time on fixed random
     float32 inputs, peak memory, the forward FLOPs (:mod:`brats_keras.flops`) and the achieved share of
-    a same-dtype matmul's throughput measured right after."""
+    a same-dtype matmul's throughput, measured before and after the steps (the better of the two is the
+    ceiling; the 1-minute load average before and after is recorded, since other work on the machine
+    slows both)."""
     import keras
 
     setup = train_setup(model_name, size, filters)
@@ -421,20 +440,24 @@ def bench_train_one(model_name: str, batch_size: int, size: int, precision: str 
         model = make_model(setup.model, input_shape=setup.input_shape)
         flops = count_flops(model)
         model.compile(optimizer=make_optimizer(setup.train), loss=make_loss(setup.train.loss), jit_compile=jit_compile)
+        compute_dtype = model.dtype_policy.compute_dtype
+        # the ceiling before and after the steps, the better of the two: a shared machine's load changes
+        before = matmul_gflops(compute_dtype, jit_compile=bool(model.jit_compile))
         times = []
         for _ in range(warmup + steps):  # the first step traces / compiles
             t0 = time.perf_counter()
             model.train_on_batch(x, y)
             times.append(time.perf_counter() - t0)
     peak_host, peak_device = round(peak_rss_mb(), 1), _device_peak_mb()  # before the matmul's buffers
-    compute_dtype = model.dtype_policy.compute_dtype
-    ceiling, engine = matmul_gflops(compute_dtype, jit_compile=bool(model.jit_compile))
+    ceiling, engine = max(before, matmul_gflops(compute_dtype, jit_compile=bool(model.jit_compile)))
+    load_after = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     step = float(np.median(times[warmup:]))
     train_flops = flops.train_step(batch_size)
     achieved = train_flops / step / 1e9
     return {"model": model_name, "paper": setup.paper, "batch_size": batch_size, "size": size,
             "input_shape": list(setup.input_shape), "sample": setup.sample, "params": int(model.count_params()),
-            "backend": keras.backend.backend(), "device": _device_name(), "load_avg_1min": load,
+            "backend": keras.backend.backend(), "device": _device_name(),
+            "load_avg_1min": load, "load_avg_1min_after": load_after,
             **resolved.record(), "compute_dtype": compute_dtype,
             "jit_compile": jit_compile, "jit_compile_used": bool(model.jit_compile),
             "loss": setup.train.loss.name, "optimizer": setup.train.optimizer, "warmup_steps": warmup, "steps": steps,

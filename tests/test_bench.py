@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from brats_keras import bench
+from brats_keras.precision import resolve_precision
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -77,22 +78,24 @@ def _train(args, tmp_path, env=None):
     return data["train"], proc.stdout
 
 
-def test_train_reports_step_time_flops_and_the_matmul_ceiling(tmp_path):
-    rows, stdout = _train(["--models", "unet2d", "--batch-sizes", "2", "--size", "32", "--precision", "auto"],
-                          tmp_path, {"KERAS_BACKEND": "tensorflow"})
-    (row,) = rows
-    assert TRAIN_FIELDS <= set(row)
+def test_train_one_reports_step_time_flops_and_the_matmul_ceiling():
+    """One configuration in this process (the CLI's children run this; the JAX test below runs the CLI)."""
+    import keras
+
+    row = bench.bench_train_one("unet2d", 2, 32, "auto", steps=1, warmup=1, filters=2)
+    assert TRAIN_FIELDS <= set(row) and keras.config.dtype_policy().name == "float32"  # policy restored
     assert row["model"] == "unet2d" and row["batch_size"] == 2 and row["input_shape"] == [32, 32, 2]
-    assert row["backend"] == "tensorflow" and row["sample"] == "slice"
+    assert row["backend"] == keras.backend.backend() and row["sample"] == "slice"
     assert row["loss"] == "categorical_crossentropy"  # paper 1's loss
     assert row["step_s"] > 0 and row["samples_per_s"] > 0 and row["peak_host_mb"] > 100
     assert row["train_flop_per_step"] == 3 * 2 * row["forward_flop_per_sample"] > 0
     assert row["matmul_gflops"] > 0 and row["uncounted_layers"] == []
     assert abs(row["fraction_of_matmul"] - row["achieved_gflops"] / row["matmul_gflops"]) < 0.01
     assert row["matmul_dtype"] == row["compute_dtype"]
-    assert row["precision_requested"] == "auto" and row["precision"] in ("float32", "mixed_bfloat16")
+    expected = resolve_precision("auto")
+    assert (row["precision_requested"], row["precision"], row["precision_reason"]) == (
+        "auto", expected.policy, expected.reason)
     assert row["compute_dtype"] == ("bfloat16" if row["precision"] == "mixed_bfloat16" else "float32")
-    assert f"precision: {row['precision']} (auto: {row['precision_reason']})" in stdout
 
 
 def test_train_runs_on_jax_without_tensorflow_one_row_per_precision(tmp_path):
@@ -103,7 +106,7 @@ def test_train_runs_on_jax_without_tensorflow_one_row_per_precision(tmp_path):
     path = os.pathsep.join([str(blocker), str(REPO), os.environ.get("PYTHONPATH", "")])
     # XLA's CPU optimisation passes cost ~1 s per initializer shape under load; timings are not asserted here
     env = {"KERAS_BACKEND": "jax", "PYTHONPATH": path, "XLA_FLAGS": "--xla_backend_optimization_level=0"}
-    rows, _ = _train(["--models", "unet3d_simple", "--batch-sizes", "1", "--size", "16", "--precision",
+    rows, stdout = _train(["--models", "unet3d_simple", "--batch-sizes", "1", "--size", "16", "--precision",
                       "auto,mixed_bfloat16"], tmp_path, env)
     auto, bf16 = rows
     for row in rows:
@@ -113,6 +116,8 @@ def test_train_runs_on_jax_without_tensorflow_one_row_per_precision(tmp_path):
         assert row["train_flop_per_step"] == 3 * row["forward_flop_per_sample"] > 0
         assert row["matmul_engine"] == "jax.jit" and row["matmul_dtype"] == row["compute_dtype"]
     assert auto["precision_requested"] == "auto"
+    assert f"precision: {auto['precision']} (auto: {auto['precision_reason']})" in stdout
+    assert "precision: mixed_bfloat16 (asked for: --precision)" in stdout
     if auto["device"].startswith("cpu"):  # JAX's CPU kernels have no native bfloat16: auto is float32 there
         assert auto["precision"] == "float32" and auto["peak_device_mb"] is None
     assert bf16["precision"] == bf16["precision_requested"] == "mixed_bfloat16" and bf16["compute_dtype"] == "bfloat16"
