@@ -8,9 +8,10 @@ process sees:
 * an older GPU → ``mixed_float16`` (Keras wraps the optimiser in a ``LossScaleOptimizer`` when
   such a model is compiled, so small gradients are not flushed to zero);
 * a CPU with native bfloat16 arithmetic (x86 ``avx512_bf16`` or ``amx_bf16``, Arm ``bf16``) under the
-  TensorFlow backend (oneDNN runs bfloat16 convolutions natively: the paper-1 U-Net trains 1.6–1.8×
-  faster than in float32 on this project's 2-core AVX-512 machine, docs/performance.md) →
-  ``mixed_bfloat16``;
+  TensorFlow backend, where a bfloat16 convolution also *measures* at least 1.2× faster than float32
+  (:func:`cpu_bf16_speedup`, about a second) → ``mixed_bfloat16``: the flag alone does not decide (the
+  paper-1 U-Net trained 1.6–1.8× faster in bfloat16 on one 2-core AVX-512 machine and 1.7–3.4× slower on
+  another with the same flag, docs/performance.md);
 * otherwise ``float32`` — also on such a CPU under JAX, whose XLA CPU kernels do not run bfloat16
   natively (``unet2d`` at 128², 16 filters, batch 16 on this machine: 1.39 s per step in float32,
   1.49 s under ``mixed_bfloat16``).
@@ -34,8 +35,10 @@ convolutions down and only a large 3D model's peak memory gains; docs/paper2.md)
 from __future__ import annotations
 
 import contextlib
+import functools
 import platform
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -119,9 +122,40 @@ def accelerators() -> list[tuple[str, tuple[int, int] | None]]:
     return found
 
 
-def resolve_precision(requested: str = "auto", *, devices=None, cpu_flags=None) -> Precision:
-    """The policy for ``requested`` (module docstring); ``devices`` (:func:`accelerators`) and
-    ``cpu_flags`` (:func:`cpu_bf16_flags`) are looked up when not given."""
+CPU_BF16_MIN_SPEEDUP = 1.2
+"""``auto`` picks bfloat16 on a CPU only when it measured at least this much faster than float32."""
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_bf16_speedup() -> float:
+    """float32 time / bfloat16 time of a 3×3 convolution (8 × 64² × 32 → 32 channels) on this CPU under
+    TensorFlow, best of 3 (about a second; once per process). The flag alone does not say bfloat16 is
+    faster: measured 1.6–1.8× faster on a 2-core AMD EPYC with ``avx512_bf16``, 1.7–3.4× *slower* on a
+    2-core Intel Xeon (KVM) that reports the same flag (``bench train``, docs/performance.md)."""
+    import tensorflow as tf
+
+    x, kernel = tf.random.normal((8, 64, 64, 32), seed=0), tf.random.normal((3, 3, 32, 32), seed=1)
+
+    def best(dtype) -> float:
+        xs, ks = tf.cast(x, dtype), tf.cast(kernel, dtype)
+        conv = tf.function(lambda: tf.nn.conv2d(xs, ks, 1, "SAME"))
+        conv().numpy()
+        times = []
+        for _ in range(3):
+            started = time.perf_counter()
+            for _ in range(3):
+                out = conv()
+            out.numpy()
+            times.append(time.perf_counter() - started)
+        return min(times)
+
+    return best(tf.float32) / best(tf.bfloat16)
+
+
+def resolve_precision(requested: str = "auto", *, devices=None, cpu_flags=None, cpu_speedup=None) -> Precision:
+    """The policy for ``requested`` (module docstring); ``devices`` (:func:`accelerators`), ``cpu_flags``
+    (:func:`cpu_bf16_flags`) and, on a CPU with those flags, ``cpu_speedup`` (:func:`cpu_bf16_speedup`)
+    are looked up when not given."""
     import keras
 
     check_precision(requested)
@@ -145,7 +179,12 @@ def resolve_precision(requested: str = "auto", *, devices=None, cpu_flags=None) 
     flags = cpu_bf16_flags() if cpu_flags is None else list(cpu_flags)
     backend = keras.backend.backend()
     if flags and backend == "tensorflow":
-        return Precision("mixed_bfloat16", f"CPU with native bfloat16 ({', '.join(flags)})")
+        speedup = cpu_bf16_speedup() if cpu_speedup is None else float(cpu_speedup)
+        if speedup >= CPU_BF16_MIN_SPEEDUP:
+            return Precision("mixed_bfloat16", f"CPU with native bfloat16 ({', '.join(flags)}), "
+                             f"a convolution {speedup:.1f}x faster than in float32")
+        return Precision("float32", f"CPU with native bfloat16 ({', '.join(flags)}), but a convolution in bfloat16 "
+                         f"ran at {speedup:.2f}x float32's speed (< {CPU_BF16_MIN_SPEEDUP}x)")
     if flags:
         return Precision("float32", f"CPU with native bfloat16 ({', '.join(flags)}), but the {backend} backend's "
                          "CPU kernels do not use it")

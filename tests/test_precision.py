@@ -15,7 +15,7 @@ from brats_keras.losses import LOSSES
 from brats_keras.metrics import METRICS
 from brats_keras.models import create_model
 from brats_keras.precision import (
-    Precision, cpu_bf16_flags, model_precision, precision_scope, rebuild_in_precision, resolve_jit_compile,
+    Precision, cpu_bf16_flags, cpu_bf16_speedup, model_precision, precision_scope, rebuild_in_precision, resolve_jit_compile,
     resolve_precision,
 )
 
@@ -27,18 +27,19 @@ the sums over a batch then run in float32, so the result keeps about that accura
 
 
 # --------------------------------------------------------------------------------- resolution rules
-@pytest.mark.parametrize("devices, cpu_flags, expected", [
-    ([("gpu", (9, 0))], [], "mixed_bfloat16"),  # H100
-    ([("gpu", (8, 0)), ("gpu", (8, 6))], [], "mixed_bfloat16"),
-    ([("gpu", (7, 0))], ["avx512_bf16"], "mixed_float16"),  # V100: float16 tensor cores, no bfloat16
-    ([("gpu", (8, 0)), ("gpu", (7, 5))], [], "mixed_float16"),  # the oldest card decides
-    ([("tpu", None)], [], "mixed_bfloat16"),
-    ([], ["avx512_bf16"], "mixed_bfloat16"),  # this machine, TensorFlow backend
-    ([], ["amx_bf16"], "mixed_bfloat16"),
-    ([], [], "float32"),
+@pytest.mark.parametrize("devices, cpu_flags, speedup, expected", [
+    ([("gpu", (9, 0))], [], None, "mixed_bfloat16"),  # H100
+    ([("gpu", (8, 0)), ("gpu", (8, 6))], [], None, "mixed_bfloat16"),
+    ([("gpu", (7, 0))], ["avx512_bf16"], None, "mixed_float16"),  # V100: float16 tensor cores, no bfloat16
+    ([("gpu", (8, 0)), ("gpu", (7, 5))], [], None, "mixed_float16"),  # the oldest card decides
+    ([("tpu", None)], [], None, "mixed_bfloat16"),
+    ([], ["avx512_bf16"], 1.8, "mixed_bfloat16"),  # a CPU where bfloat16 measures faster
+    ([], ["amx_bf16"], 3.0, "mixed_bfloat16"),
+    ([], ["avx512_bf16"], 0.5, "float32"),  # the flag, but bfloat16 measures slower
+    ([], [], None, "float32"),
 ])
-def test_auto_picks_the_policy_the_hardware_computes_natively(devices, cpu_flags, expected):
-    resolved = resolve_precision("auto", devices=devices, cpu_flags=cpu_flags)
+def test_auto_picks_the_policy_the_hardware_computes_natively(devices, cpu_flags, speedup, expected):
+    resolved = resolve_precision("auto", devices=devices, cpu_flags=cpu_flags, cpu_speedup=speedup)
     assert resolved.policy == expected and resolved.requested == "auto"
     assert resolved.line().startswith(f"precision: {expected} (auto: ")
 
@@ -53,6 +54,11 @@ def test_an_explicit_precision_is_kept_and_a_bad_one_named():
         resolve_precision("half")
     with pytest.raises(ValueError, match="precision: 'fast'"):
         TrainConfig(epochs=1, batch_size=1, precision="fast")
+
+
+def test_the_cpu_speedup_is_measured_once_and_positive():
+    first = cpu_bf16_speedup()
+    assert first > 0 and cpu_bf16_speedup() == first  # cached: one measurement per process
 
 
 def test_cpu_flags_are_read_from_cpuinfo(tmp_path):
