@@ -9,7 +9,7 @@ process sees:
   such a model is compiled, so small gradients are not flushed to zero);
 * a CPU with native bfloat16 arithmetic (x86 ``avx512_bf16`` or ``amx_bf16``, Arm ``bf16``) under the
   TensorFlow backend, where a bfloat16 convolution also *measures* at least 1.2× faster than float32
-  (:func:`cpu_bf16_speedup`, about a second) → ``mixed_bfloat16``: the flag alone does not decide (the
+  (:func:`cpu_bf16_speedup`, measured once per machine and kept in the cache folder) → ``mixed_bfloat16``: the flag alone does not decide (the
   paper-1 U-Net trained 1.6–1.8× faster in bfloat16 on one 2-core AVX-512 machine and 1.7–3.4× slower on
   another with the same flag, docs/performance.md);
 * otherwise ``float32`` — also on such a CPU under JAX, whose XLA CPU kernels do not run bfloat16
@@ -36,11 +36,14 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import platform
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from brats_keras.io import atomic_write_json, default_cache_dir, read_json_or_none
 
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 """What ``--precision`` accepts; every value but ``auto`` is a Keras dtype-policy name."""
@@ -126,12 +129,28 @@ CPU_BF16_MIN_SPEEDUP = 1.2
 """``auto`` picks bfloat16 on a CPU only when it measured at least this much faster than float32."""
 
 
-@functools.lru_cache(maxsize=1)
-def cpu_bf16_speedup() -> float:
-    """float32 time / bfloat16 time of a 3×3 convolution (8 × 64² × 32 → 32 channels) on this CPU under
-    TensorFlow, best of 3 (about a second; once per process). The flag alone does not say bfloat16 is
-    faster: measured 1.6–1.8× faster on a 2-core AMD EPYC with ``avx512_bf16``, 1.7–3.4× *slower* on a
-    2-core Intel Xeon (KVM) that reports the same flag (``bench train``, docs/performance.md)."""
+CPU_BF16_ENV = "BRATS_KERAS_CPU_BF16_SPEEDUP"
+"""Environment variable that replaces the measurement (a number, e.g. ``1.0`` to keep ``auto`` at float32)."""
+CPU_BF16_FILE = "cpu_bf16_speedup.json"
+"""Where, in the cache folder, the measurement is kept per CPU (model name, cores, TensorFlow version)."""
+
+
+def _cpu_key() -> str:
+    import tensorflow as tf
+
+    model = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        model = platform.processor() or model
+    return f"{model} | {os.cpu_count()} cores | tensorflow {tf.__version__}"
+
+
+def _measure_cpu_bf16_speedup() -> float:
+    """float32 time / bfloat16 time of a 3×3 convolution (8 × 64² × 32 → 32 channels), best of 5."""
     import tensorflow as tf
 
     x, kernel = tf.random.normal((8, 64, 64, 32), seed=0), tf.random.normal((3, 3, 32, 32), seed=1)
@@ -141,7 +160,7 @@ def cpu_bf16_speedup() -> float:
         conv = tf.function(lambda: tf.nn.conv2d(xs, ks, 1, "SAME"))
         conv().numpy()
         times = []
-        for _ in range(3):
+        for _ in range(5):
             started = time.perf_counter()
             for _ in range(3):
                 out = conv()
@@ -152,10 +171,40 @@ def cpu_bf16_speedup() -> float:
     return best(tf.float32) / best(tf.bfloat16)
 
 
-def resolve_precision(requested: str = "auto", *, devices=None, cpu_flags=None, cpu_speedup=None) -> Precision:
+@functools.lru_cache(maxsize=1)
+def cpu_bf16_speedup() -> float:
+    """float32 time / bfloat16 time of a convolution on this CPU under TensorFlow. Measured once per machine
+    (about two seconds) and kept in ``<cache>/cpu_bf16_speedup.json`` under the CPU's model name, core count
+    and TensorFlow version, so that every later run (and every worker on the machine) resolves ``auto`` the
+    same way: a decision re-measured per run could flip with the machine's load and change the tables.
+    ``$BRATS_KERAS_CPU_BF16_SPEEDUP`` replaces the measurement. The flag alone does not say bfloat16 is
+    faster: measured 1.6–1.8× faster on a 2-core AMD EPYC with ``avx512_bf16``, 1.7–3.4× *slower* on a
+    2-core Intel Xeon (KVM) that reports the same flag (``bench train``, docs/performance.md)."""
+    forced = os.environ.get(CPU_BF16_ENV)
+    if forced:
+        try:
+            return float(forced)
+        except ValueError:
+            raise ValueError(f"${CPU_BF16_ENV}={forced!r} is not a number") from None
+    path, key = default_cache_dir() / CPU_BF16_FILE, _cpu_key()
+    known = read_json_or_none(path)
+    known = known if isinstance(known, dict) else {}
+    if isinstance(known.get(key), (int, float)):
+        return float(known[key])
+    speedup = round(_measure_cpu_bf16_speedup(), 3)
+    try:
+        atomic_write_json(path, {**known, key: speedup})
+    except OSError:
+        pass  # a read-only cache: measured again next time
+    return speedup
+
+
+def resolve_precision(requested: str = "auto", *, devices=None, cpu_flags=None, cpu_speedup=None,
+                      workers: int = 1) -> Precision:
     """The policy for ``requested`` (module docstring); ``devices`` (:func:`accelerators`), ``cpu_flags``
     (:func:`cpu_bf16_flags`) and, on a CPU with those flags, ``cpu_speedup`` (:func:`cpu_bf16_speedup`)
-    are looked up when not given."""
+    are looked up when not given. With ``workers`` > 1 (a multi-worker run) ``auto`` on CPUs is float32
+    without measuring: each machine's measurement could differ, and the workers must train alike."""
     import keras
 
     check_precision(requested)
@@ -178,6 +227,9 @@ def resolve_precision(requested: str = "auto", *, devices=None, cpu_flags=None, 
         return Precision("mixed_float16", "GPU of compute capability < 8.0 (float16 with loss scaling)")
     flags = cpu_bf16_flags() if cpu_flags is None else list(cpu_flags)
     backend = keras.backend.backend()
+    if flags and workers > 1:
+        return Precision("float32", f"{workers} workers on CPUs: float32, not a per-machine measurement that "
+                         "could differ between them (--precision mixed_bfloat16 asks for bfloat16 on all)")
     if flags and backend == "tensorflow":
         speedup = cpu_bf16_speedup() if cpu_speedup is None else float(cpu_speedup)
         if speedup >= CPU_BF16_MIN_SPEEDUP:

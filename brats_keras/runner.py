@@ -78,7 +78,7 @@ from brats_keras.precision import (
 )
 from brats_keras.reporting import SYNTHETIC_WARNING, plot_prediction_overlay, write_markdown
 from brats_keras.training import (
-    STRATEGIES, RunDir, fit, global_batch_size, select_strategy, single_process_model, worker_run_dir, writes_run,
+    STRATEGIES, RunDir, cluster_workers, fit, global_batch_size, select_strategy, single_process_model, worker_run_dir, writes_run,
 )
 
 SHARED_SOURCES = {"train.seed": "our choice; the papers do not state a seed"}
@@ -536,11 +536,13 @@ def _run(experiment: Experiment, argv: Sequence[str] | None) -> int:
         raise BratsKerasError(f"--config {args.config} is the config of a run on real data (synthetic: false): "
                               "give its data folder (--data-dir), or set synthetic: true for the synthetic set")
     experiment.check(args, config)
+    # the strategy first: a multi-worker one must be made before TensorFlow runs any op (the precision's
+    # CPU measurement does) — "Collective ops must be configured at program startup"
+    strategy = select_strategy(config.train.strategy)
     try:
-        precision = resolve_precision(config.train.precision)
+        precision = resolve_precision(config.train.precision, workers=cluster_workers(strategy))
     except ValueError as exc:
         raise BratsKerasError(f"--precision: {exc}") from None
-    strategy = select_strategy(config.train.strategy)
     run_dir = resolve_run(args, experiment.name, make=writes_run(strategy))
     with worker_run_dir(run_dir, strategy, resume=args.resume is not None) as own:
         ctx = Context(args=args, run=own, config=config, resume=args.resume is not None, quick=quick,

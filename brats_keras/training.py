@@ -194,6 +194,14 @@ def global_batch_size(per_replica: int, strategy) -> int:
     return int(per_replica) * int(strategy.num_replicas_in_sync)
 
 
+def cluster_workers(strategy) -> int:
+    """How many worker processes train together under ``strategy``: the TF_CONFIG cluster's workers for
+    a multi-worker strategy, 1 for anything in one process."""
+    if getattr(strategy, "cluster_resolver", None) is None:
+        return 1
+    return max(1, _cluster_workers())
+
+
 def writes_run(strategy) -> bool:
     """Whether this process writes the run folder: False only on a worker of a multi-worker cluster that
     is not its chief (``strategy.extended.should_checkpoint``; the chief is the ``chief`` task, else

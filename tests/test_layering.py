@@ -37,6 +37,8 @@ FUNCTION_IMPORTS_ALLOWED = {
     # data.pipeline imports TensorFlow itself; the bench's train3d / inference children may run on JAX and
     # report their own peak host memory, so only the `pipeline` benchmark loads it.
     ("brats_keras/bench.py", "bench_pipeline"): {"brats_keras.data.pipeline"},
+    # the experiments' input: tf.data (TensorFlow) on the TensorFlow backend only, so that JAX runs without it.
+    ("brats_keras/data/inputs.py", "input_dataset"): {"brats_keras.data.pipeline"},
 }
 """``(file, function qualname) → modules`` a function body may import, with the reason beside each entry."""
 

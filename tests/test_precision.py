@@ -44,6 +44,16 @@ def test_auto_picks_the_policy_the_hardware_computes_natively(devices, cpu_flags
     assert resolved.line().startswith(f"precision: {expected} (auto: ")
 
 
+def test_several_workers_on_cpus_stay_float32_without_measuring(monkeypatch):
+    import brats_keras.precision as precision
+
+    monkeypatch.setattr(precision, "cpu_bf16_speedup", lambda: pytest.fail("measured with several workers"))
+    resolved = resolve_precision("auto", devices=[], cpu_flags=["avx512_bf16"], workers=2)
+    assert resolved.policy == "float32" and "2 workers on CPUs" in resolved.reason
+    assert resolve_precision("mixed_bfloat16", devices=[], workers=2).policy == "mixed_bfloat16"
+    assert resolve_precision("auto", devices=[("gpu", (9, 0))], workers=2).policy == "mixed_bfloat16"
+
+
 def test_an_explicit_precision_is_kept_and_a_bad_one_named():
     assert resolve_precision("mixed_bfloat16", devices=[], cpu_flags=[]) == Precision(
         "mixed_bfloat16", "--precision", "mixed_bfloat16")
@@ -56,9 +66,35 @@ def test_an_explicit_precision_is_kept_and_a_bad_one_named():
         TrainConfig(epochs=1, batch_size=1, precision="fast")
 
 
-def test_the_cpu_speedup_is_measured_once_and_positive():
-    first = cpu_bf16_speedup()
-    assert first > 0 and cpu_bf16_speedup() == first  # cached: one measurement per process
+def test_the_cpu_speedup_is_measured_once_per_machine_and_kept(tmp_path, monkeypatch):
+    import brats_keras.precision as precision
+
+    calls = []
+    monkeypatch.setenv("BRATS_KERAS_CACHE", str(tmp_path))
+    monkeypatch.delenv(precision.CPU_BF16_ENV, raising=False)
+    monkeypatch.setattr(precision, "_measure_cpu_bf16_speedup", lambda: calls.append(1) or 1.23456)
+    precision.cpu_bf16_speedup.cache_clear()
+    try:
+        assert precision.cpu_bf16_speedup() == 1.235 and len(calls) == 1
+        kept = json.loads((tmp_path / precision.CPU_BF16_FILE).read_text())
+        assert kept == {precision._cpu_key(): 1.235} and "cores | tensorflow" in precision._cpu_key()
+        precision.cpu_bf16_speedup.cache_clear()  # a new process on the machine: read, not measured again
+        assert precision.cpu_bf16_speedup() == 1.235 and len(calls) == 1
+        precision.cpu_bf16_speedup.cache_clear()
+        monkeypatch.setenv(precision.CPU_BF16_ENV, "0.5")  # the variable replaces the measurement
+        assert precision.cpu_bf16_speedup() == 0.5 and len(calls) == 1
+        precision.cpu_bf16_speedup.cache_clear()
+        monkeypatch.setenv(precision.CPU_BF16_ENV, "fast")
+        with pytest.raises(ValueError, match="BRATS_KERAS_CPU_BF16_SPEEDUP='fast' is not a number"):
+            precision.cpu_bf16_speedup()
+    finally:
+        precision.cpu_bf16_speedup.cache_clear()
+
+
+def test_the_cpu_measurement_itself_is_a_positive_ratio():
+    from brats_keras.precision import _measure_cpu_bf16_speedup
+
+    assert _measure_cpu_bf16_speedup() > 0
 
 
 def test_cpu_flags_are_read_from_cpuinfo(tmp_path):

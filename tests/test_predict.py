@@ -134,7 +134,7 @@ def test_3d_model_slides_windows_over_the_whole_volume(trained, synthetic_brats,
                  "--out", str(out), "--overlap", "0.25", "--blending", "constant"]) == 0
     _check_written(out, synthetic_brats)
     record = json.loads((out / PREDICTIONS_FILE).read_text())
-    assert record["settings"] == {"overlap": 0.25, "blending": "constant"}
+    assert record["settings"] == {"overlap": 0.25, "blending": "constant", "precision": "float32"}
     # 48×48×40 with 32³ windows at 25 % overlap: starts (0, 16) × (0, 16) × (0, 8) = 8 windows
     assert {c["windows"] for c in record["cases"].values()} == {8}
     case = load_case(discover_cases(synthetic_brats)[2], VOLUME.modalities, with_label=False)

@@ -28,6 +28,7 @@ from typing import Protocol
 import keras
 import numpy as np
 
+from brats_keras.data.pydataset import IndexPyDataset
 from brats_keras.errors import BratsKerasError
 
 PYDATASET_WORKERS = 2
@@ -66,11 +67,9 @@ def input_dataset(index: ArrayIndex, *, batch_size: int, shuffle: bool = False, 
     (:meth:`brats_keras.runner.Context.batch`); ``shuffle`` reshuffles every epoch, seeded by ``seed``;
     ``augment`` (:class:`~brats_keras.data.augment.AugmentSettings`, 2D indices) augments each batch."""
     if uses_tf_data():
-        from brats_keras.data.pipeline import make_dataset
+        from brats_keras.data.pipeline import make_dataset  # imports TensorFlow: only on its backend
 
         return make_dataset(index, batch_size=batch_size, shuffle=shuffle, seed=seed, augment=augment)
-    from brats_keras.data.pydataset import IndexPyDataset
-
     divisor = batch_divisor()
     dataset = IndexPyDataset(index, batch_size=batch_size, shuffle=shuffle, seed=seed, augment=augment,
                              batch_multiple=divisor, workers=PYDATASET_WORKERS, use_multiprocessing=False)

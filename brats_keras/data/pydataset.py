@@ -4,12 +4,15 @@ PyTorch backends (no TensorFlow in the input path)."""
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import keras
 import numpy as np
 
 from brats_keras.data.augment import AugmentSettings, augment_batch_numpy, check_augment
-from brats_keras.data.inputs import ArrayIndex
+
+if TYPE_CHECKING:  # data.inputs imports this module
+    from brats_keras.data.inputs import ArrayIndex
 
 
 def one_hot(labels: np.ndarray, num_classes: int) -> np.ndarray:
