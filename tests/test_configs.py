@@ -27,7 +27,8 @@ def test_saved_json_holds_every_field(tmp_path):
     assert data["data"]["modalities"] == ["flair", "t1ce"] and data["data"]["start"] == 22
     # every setting of the builder is written, with the builder's defaults where the config set none
     assert data["models"] == {"unet2d": {"name": "unet2d", "options": {
-        "num_classes": 4, "filters": 32, "depth": 4, "activation": "relu", "output_activation": "softmax"}}}
+        "num_classes": 4, "filters": 32, "depth": 4, "activation": "relu", "output_activation": "softmax",
+        "kernel_initializer": "he_normal"}}}
     assert data["train"]["epochs"] == 20 and data["synthetic"] is True
     assert config_to_dict(example()) == data
 

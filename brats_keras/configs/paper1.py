@@ -80,13 +80,13 @@ def paper1_config(*, quick: bool = False) -> ExperimentConfig:
     )
     data = Paper1Data()
     if quick:
-        # The cascade trains at ~1 slice/s at 128² on a 2-core CPU (docs/paper1.md), so the quick
-        # profile shrinks the data, never the networks: 64² slices, 20 per case spread over the
-        # paper's window, 12 synthetic patients, batch 8 for enough optimisation steps.
+        # The quick profile shrinks the data, never the networks nor the slices: the paper's 128²
+        # (mixed bfloat16 on CPUs where it is faster, docs/performance.md), 20 slices per case
+        # spread over the paper's window, 12 synthetic patients, batch 8 for ~120 optimisation steps.
         train.epochs = 6
         train.batch_size = 8
         data = Paper1Data(
-            slices=SliceSettings(start=22, count=20, step=5, size=64),
+            slices=SliceSettings(start=22, count=20, step=5),
             synthetic_cases=12,
             max_eval_cases=2,
         )

@@ -33,7 +33,7 @@ from brats_keras.models.common import block_of, block_summary, check_model_args
 from brats_keras.models.registry import register_model
 from brats_keras.models.unet import UNetSpec, doubling_filters, unet, unet_body
 
-__all__ = ["CASCADE_INPUTS", "PAPER_INPUT_SHAPE", "RESUNET", "UNET", "block_of", "block_summary", "resunet2d",
+__all__ = ["CASCADE_INPUTS", "PAPER_INPUT_SHAPE", "PLAIN_UNET_INITIALIZER", "RESUNET", "UNET", "block_of", "block_summary", "resunet2d",
            "u_resunet", "unet2d"]
 
 CASCADE_INPUTS = ("features", "probabilities")
@@ -42,6 +42,15 @@ CASCADE_INPUTS = ("features", "probabilities")
 
 PAPER_INPUT_SHAPE = (128, 128, 2)
 """128 × 128 slices of two modalities (FLAIR, T1ce), as the paper states."""
+
+PLAIN_UNET_INITIALIZER = "he_normal"
+"""Initializer of the stand-alone plain U-Net (``unet2d``; paper 3's U-Net too): He-normal, the
+initialisation derived for ReLU networks (He et al. 2015). The paper names none; this U-Net has no
+normalisation layer, so its initial scale decides whether signal and gradient survive its 23
+convolutions. With Keras' Glorot-uniform the baseline stayed at the all-background solution for
+its whole quick profile (whole-volume WT Dice 0.000; docs/paper1.md). The cascade's U-Net stage,
+which feeds a batch-normalised ResUNet, keeps Glorot-uniform (:data:`UNET`): with He-normal there
+the cascade learned more slowly (measured, docs/paper1.md)."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -82,7 +91,7 @@ def _sized(spec: UNetSpec, filters, depth, activation, num_classes, output_activ
 
 @register_model("unet2d")
 def unet2d(input_shape=PAPER_INPUT_SHAPE, num_classes=4, filters=32, depth=4, activation="relu",
-           output_activation="softmax", name="unet2d") -> keras.Model:
+           output_activation="softmax", kernel_initializer=PLAIN_UNET_INITIALIZER, name="unet2d") -> keras.Model:
     """Paper 1's plain U-Net (its baseline, Fig. 4.2 / Fig. 6.3).
 
     ``(batch, H, W, C) → (batch, H, W, num_classes)``; with the defaults ``(B, 128, 128, 2) →
@@ -99,11 +108,14 @@ def unet2d(input_shape=PAPER_INPUT_SHAPE, num_classes=4, filters=32, depth=4, ac
         depth: number of encoder / decoder levels (the paper: 4).
         activation: activation of every 3×3 convolution.
         output_activation: head activation; ``"softmax"`` for categorical cross-entropy.
+        kernel_initializer: initializer of the 3×3 and transposed convolutions (default
+            :data:`PLAIN_UNET_INITIALIZER`, He-normal; the 1×1 head keeps Glorot-uniform).
         name: model name and layer-name prefix.
     """
     input_shape, num_classes, filters, depth, activation, output_activation, name = check_model_args(
         input_shape, num_classes, filters, depth, activation, output_activation, name)
-    return unet(_sized(UNET, filters, depth, activation, num_classes, output_activation), input_shape, name=name)
+    spec = _sized(UNET, filters, depth, activation, num_classes, output_activation, kernel_initializer=kernel_initializer)
+    return unet(spec, input_shape, name=name)
 
 
 @register_model("resunet2d")

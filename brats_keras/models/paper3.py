@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import keras
 
-from brats_keras.models.paper1 import unet2d
+from brats_keras.models.paper1 import PLAIN_UNET_INITIALIZER, unet2d
 from brats_keras.models.registry import register_model
 
 __all__ = ["PAPER3_INPUT_SHAPE", "unet2d_multimodal"]
@@ -32,7 +32,8 @@ PAPER3_INPUT_SHAPE = (128, 128, 4)
 
 @register_model("unet2d_multimodal")
 def unet2d_multimodal(input_shape=PAPER3_INPUT_SHAPE, num_classes=4, filters=32, depth=4, activation="relu",
-                      output_activation="softmax", name="unet2d_multimodal") -> keras.Model:
+                      output_activation="softmax", kernel_initializer=PLAIN_UNET_INITIALIZER,
+                      name="unet2d_multimodal") -> keras.Model:
     """Paper 3's U-Net on the four modalities.
 
     ``(batch, H, W, C) → (batch, H, W, num_classes)``; with the defaults ``(B, 128, 128, 4) →
@@ -48,7 +49,8 @@ def unet2d_multimodal(input_shape=PAPER3_INPUT_SHAPE, num_classes=4, filters=32,
         num_classes: output channels (≥ 2).
         filters: channels of the first level (paper silent; 32, see the module docstring).
         depth: encoder / decoder levels (the paper: 4).
-        activation, output_activation, name: as :func:`brats_keras.models.paper1.unet2d`.
+        activation, output_activation, kernel_initializer, name: as :func:`brats_keras.models.paper1.unet2d`.
     """
     return unet2d(input_shape=input_shape, num_classes=num_classes, filters=filters, depth=depth,
-                  activation=activation, output_activation=output_activation, name=name)
+                  activation=activation, output_activation=output_activation,
+                  kernel_initializer=kernel_initializer, name=name)
