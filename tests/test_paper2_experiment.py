@@ -145,7 +145,7 @@ def test_help_documents_the_contract_and_paper_defaults(tmp_path):
                  "--model", "--crop", "--scaling", "--attention-activation", "--max-eval-cases"):
         assert flag in proc.stdout
     words = " ".join(proc.stdout.split())  # argparse wraps the help text
-    assert "paper profile: 100 — paper §VIII: 100 epochs; quick profile: 14" in words
+    assert "paper profile: 100 — paper §VIII: 100 epochs; quick profile: 50" in words
     assert "paper profile: 2 — paper §VIII / Table II" in words
     assert "paper profile: 56:184,56:184,13:141 — reference code; quick profile: 14:46,14:46,3:35" in words
 
