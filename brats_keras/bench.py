@@ -56,7 +56,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -83,7 +82,7 @@ from brats_keras.flops import CONVENTION, count_flops
 from brats_keras.inference import InferenceSpec
 from brats_keras.io import atomic_write_json
 from brats_keras.models import create_model
-from brats_keras.precision import PRECISIONS, Precision, precision_scope, resolve_precision
+from brats_keras.precision import PRECISIONS, Precision, cpu_cores, cpu_model, precision_scope, resolve_precision
 from brats_keras.predict import PredictSettings, predict_folder
 
 
@@ -352,16 +351,7 @@ def _device_name() -> str:
         gpus = tf.config.list_physical_devices("GPU")
         if gpus:
             return f"gpu: {tf.config.experimental.get_device_details(gpus[0]).get('device_name', gpus[0].name)}"
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                model = line.partition(":")[2].strip()
-                break
-    except OSError:
-        pass
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return f"cpu: {model} ({cores} cores)"
+    return f"cpu: {cpu_model()} ({cpu_cores()} cores)"
 
 
 def matmul_gflops(dtype: str, *, jit_compile: bool = True, n: int = MATMUL_SIZE, repeats: int = 5,

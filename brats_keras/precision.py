@@ -9,8 +9,8 @@ process sees:
   such a model is compiled, so small gradients are not flushed to zero);
 * a CPU with native bfloat16 arithmetic (x86 ``avx512_bf16`` or ``amx_bf16``, Arm ``bf16``) under the
   TensorFlow backend, where a bfloat16 convolution also *measures* at least 1.2× faster than float32
-  (:func:`cpu_bf16_speedup`, measured once per machine and kept in the cache folder) → ``mixed_bfloat16``: the flag alone does not decide (the
-  paper-1 U-Net trained 1.6–1.8× faster in bfloat16 on one 2-core AVX-512 machine and 1.7–3.4× slower on
+  (:func:`cpu_bf16_speedup`, measured once per machine and kept in the cache folder) →
+  ``mixed_bfloat16``: the flag alone does not decide (the paper-1 U-Net trained 1.6–1.8× faster in bfloat16 on one 2-core AVX-512 machine and 1.7–3.4× slower on
   another with the same flag, docs/performance.md);
 * otherwise ``float32`` — also on such a CPU under JAX, whose XLA CPU kernels do not run bfloat16
   natively (``unet2d`` at 128², 16 filters, batch 16 on this machine: 1.39 s per step in float32,
@@ -135,18 +135,26 @@ CPU_BF16_FILE = "cpu_bf16_speedup.json"
 """Where, in the cache folder, the measurement is kept per CPU (model name, cores, TensorFlow version)."""
 
 
+def cpu_model() -> str:
+    """This CPU's model name (``/proc/cpuinfo``'s ``model name``, else :func:`platform.processor`)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def cpu_cores() -> int:
+    """The cores this process may run on (its affinity where the OS has one, else the machine's count)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def _cpu_key() -> str:
     import tensorflow as tf
 
-    model = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        model = platform.processor() or model
-    return f"{model} | {os.cpu_count()} cores | tensorflow {tf.__version__}"
+    return f"{cpu_model()} | {cpu_cores()} cores | tensorflow {tf.__version__}"
 
 
 def _measure_cpu_bf16_speedup() -> float:

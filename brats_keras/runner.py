@@ -78,7 +78,8 @@ from brats_keras.precision import (
 )
 from brats_keras.reporting import SYNTHETIC_WARNING, plot_prediction_overlay, write_markdown
 from brats_keras.training import (
-    STRATEGIES, RunDir, cluster_workers, fit, global_batch_size, select_strategy, single_process_model, worker_run_dir, writes_run,
+    STRATEGIES, RunDir, cluster_workers, fit, global_batch_size, select_strategy, single_process_model, worker_run_dir,
+    writes_run,
 )
 
 SHARED_SOURCES = {"train.seed": "our choice; the papers do not state a seed"}

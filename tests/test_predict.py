@@ -37,7 +37,8 @@ def _train_2d(cases) -> object:
     x, y = np.concatenate(x), np.eye(4, dtype="float32")[np.concatenate(y)]
     # Glorot-uniform: the initialisation these 3 epochs of a 4-filter U-Net were chosen for (with the
     # builder's He-normal default this tiny model has not left all-background by then)
-    model = create_model("unet2d", input_shape=(32, 32, 2), num_classes=4, filters=4, kernel_initializer="glorot_uniform")
+    model = create_model("unet2d", input_shape=(32, 32, 2), num_classes=4, filters=4,
+                         kernel_initializer="glorot_uniform")
     model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="categorical_crossentropy")
     model.fit(x, y, batch_size=16, epochs=3, verbose=0)
     return model

@@ -117,9 +117,8 @@ def paper2_config(*, quick: bool = False) -> ExperimentConfig:
         # all-background solution after 14 epochs (~80 steps, WT Dice 0.02-0.04) and leaves it
         # between epochs 20 and 30 (measured, docs/paper2.md).
         train.epochs = 50
-        # ~300 Adam steps instead of the paper's 100 × 129 ≈ 12,900: at 1e-4 the simple U-Net was
-        # still at the all-background solution after 80 steps (measured: Dice 0 for all regions,
-        # docs/paper2.md), so the quick profile steps 10× larger.
+        # and steps 10× larger than the paper's 1e-4, at which the simple U-Net was still all
+        # background after 80 steps (measured: Dice 0 for all regions, docs/paper2.md)
         train.learning_rate = 1e-3
         train.jit_compile = "auto"  # 32³ needs ~1.7 GB; XLA would only slow the CPU steps down
         data = Paper2Data(

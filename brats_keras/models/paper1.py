@@ -33,8 +33,8 @@ from brats_keras.models.common import block_of, block_summary, check_model_args
 from brats_keras.models.registry import register_model
 from brats_keras.models.unet import UNetSpec, doubling_filters, unet, unet_body
 
-__all__ = ["CASCADE_INPUTS", "PAPER_INPUT_SHAPE", "PLAIN_UNET_INITIALIZER", "RESUNET", "UNET", "block_of", "block_summary", "resunet2d",
-           "u_resunet", "unet2d"]
+__all__ = ["CASCADE_INPUTS", "PAPER_INPUT_SHAPE", "PLAIN_UNET_INITIALIZER", "RESUNET", "UNET", "block_of",
+           "block_summary", "resunet2d", "u_resunet", "unet2d"]
 
 CASCADE_INPUTS = ("features", "probabilities")
 """What the cascade's U-Net hands to its ResUNet: its last decoder feature map ``(H, W, filters)``
@@ -114,7 +114,8 @@ def unet2d(input_shape=PAPER_INPUT_SHAPE, num_classes=4, filters=32, depth=4, ac
     """
     input_shape, num_classes, filters, depth, activation, output_activation, name = check_model_args(
         input_shape, num_classes, filters, depth, activation, output_activation, name)
-    spec = _sized(UNET, filters, depth, activation, num_classes, output_activation, kernel_initializer=kernel_initializer)
+    spec = _sized(UNET, filters, depth, activation, num_classes, output_activation,
+                  kernel_initializer=kernel_initializer)
     return unet(spec, input_shape, name=name)
 
 
