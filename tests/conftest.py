@@ -19,7 +19,9 @@ def pytest_xdist_auto_num_workers(config) -> int:
     """``-n auto``: one worker more than the cores (at most 4, setup.cfg's ``--maxprocesses``). Many tests
     wait on a subprocess's start-up or on files for part of their time; on 2 cores the suite used 1.57 of
     them on average with 2 workers (22.6 min user over 15.3 min wall, measured)."""
-    return min(4, len(os.sched_getaffinity(0)) + 1 if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1) + 1)
+    from brats_keras.precision import cpu_cores
+
+    return min(4, cpu_cores() + 1)
 
 
 @pytest.fixture
